@@ -209,6 +209,24 @@ PYBIND11_MODULE(_landmarks, m) {
         .def_property_readonly("num_cascades", &PyPredictor::num_cascades);
 
     m.def(
+        "detect_faces",
+        [](const U8Array& images) {
+            const ImageBatch b = check_images(images);
+            py::array_t<int64_t> boxes({b.n, 4L});
+            py::array_t<uint8_t> found(b.n);
+            std::vector<long> tmp(static_cast<size_t>(4 * b.n));
+            uint8_t* f = found.mutable_data();
+            {
+                py::gil_scoped_release release;
+                facefill::detect_faces(b, tmp.data(), f);
+            }
+            std::copy(tmp.begin(), tmp.end(), boxes.mutable_data());
+            return py::make_tuple(boxes, found);
+        },
+        py::arg("images"),
+        "dlib's frontal face detector per image: (boxes (N, 4) int64, found (N,) uint8).");
+
+    m.def(
         "landmark_penalty",
         [](const F32Array& pred, const F32Array& ref, float margin_px, float step) {
             if (pred.ndim() != 3 || pred.shape(2) != 2)

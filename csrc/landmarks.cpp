@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include <dlib/image_processing/frontal_face_detector.h>
 #include <dlib/image_transforms/assign_image.h>
 #include <dlib/serialize.h>
 
@@ -282,6 +283,25 @@ void landmark_penalty(const float* pred, long n, long num_parts, const float* re
         for (long k = 0; k < 2 * num_parts; ++k)
             if (std::fabs(p[k] - ref[k]) > margin_px) total += step;
         out[i] = total;
+    }
+}
+
+void detect_faces(const ImageBatch& images, long* out, uint8_t* found) {
+    dlib::frontal_face_detector detector = dlib::get_frontal_face_detector();
+    for (long i = 0; i < images.n; ++i) {
+        std::vector<dlib::rectangle> dets;
+        if (images.channels == 3)
+            dets = detector(image_at<dlib::rgb_pixel>(images, i));
+        else
+            dets = detector(image_at<unsigned char>(images, i));
+        found[i] = dets.empty() ? 0 : 1;
+        dlib::rectangle best;
+        for (const auto& d : dets)
+            if (d.area() > best.area()) best = d;
+        out[4 * i] = best.left();
+        out[4 * i + 1] = best.top();
+        out[4 * i + 2] = best.right();
+        out[4 * i + 3] = best.bottom();
     }
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <functional>
 #include <vector>
 
 #include <dlib/image_processing/shape_predictor.h>
@@ -72,6 +73,10 @@ class ShapeModel {
 // and another `step` when |y - y_ref| > margin. pred: (N, P, 2), ref: (P, 2); out: (N,).
 void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
                       float margin_px, float step, double* out);
+
+// dlib's HOG frontal face detector on each image (no upsampling; upscale the images first).
+// out: (N, 4) boxes (left, top, right, bottom) of the largest detection; found[i] = 0 when none.
+void detect_faces(const ImageBatch& images, long* out, uint8_t* found);
 
 // Runs fn(begin, end) over [0, n) split in contiguous chunks on up to num_threads threads.
 // The first exception thrown by a worker is rethrown after all threads joined.

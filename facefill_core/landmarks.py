@@ -1,0 +1,249 @@
+"""dlib's 68-point facial landmarks, batched in C++ (the only importer of the extension).
+
+Images in: uint8 ``(N, H, W, 3)`` RGB or ``(N, H, W)`` gray; generator output goes through
+:func:`to_uint8_nhwc`. Points out: ``np.float32 (N, 68, 2)`` ``(x, y)`` in pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+try:
+    from facefill_core import _landmarks as _ext
+except ImportError as e:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "facefill_core._landmarks (the C++ extension) is not built: run `make setup` "
+        "(or `pip install -e .` after `apt-get install libdlib-dev libblas-dev liblapack-dev`)"
+        f"; import error: {e}"
+    ) from e
+
+DEFAULT_MODEL_PATH = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+NUM_POINTS = 68
+# dlib's 68-point scheme: outer eye corners used to normalise NME.
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
+
+BoxLike = Union[Sequence[int], np.ndarray]
+
+
+def to_uint8_nhwc(images) -> np.ndarray:
+    """Generator output -> the uint8 batch the extension wants.
+
+    Args:
+        images: torch tensor or numpy array ``(N, 3, H, W)`` (or ``(3, H, W)``) in [-1, 1].
+
+    Returns:
+        ``np.uint8 (N, H, W, 3)``, C-contiguous; values ``round((x + 1) * 127.5)`` clipped to
+        [0, 255].
+    """
+    if hasattr(images, "detach"):
+        images = images.detach().to("cpu").float().numpy()
+    a = np.asarray(images, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) in [-1, 1], got {tuple(a.shape)}")
+    a = np.clip(np.rint((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _check_images(images) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy uint8 array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (N, H, W, 3) or (N, H, W), got dtype {images.dtype}")
+    if images.ndim == 4 and images.shape[3] != 3:
+        raise ValueError(f"images must have 3 channels (N, H, W, 3), got {images.shape}")
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be (N, H, W, 3) or (N, H, W), got {images.shape}")
+    if images.shape[0] > 0 and min(images.shape[1], images.shape[2]) < 8:
+        raise ValueError(f"images must be at least 8x8 pixels, got {images.shape}")
+    return np.ascontiguousarray(images)
+
+
+def _check_boxes(box, boxes, n: int, h: int, w: int) -> np.ndarray:
+    if box is not None and boxes is not None:
+        raise ValueError("give either box (shared) or boxes (per image), not both")
+    if boxes is not None:
+        b = np.asarray(boxes)
+        if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] != n:
+            raise ValueError(f"boxes must be (N, 4) with N = {n} images, got {b.shape}")
+    elif box is not None:
+        b = np.asarray(box)
+        if b.shape != (4,):
+            raise ValueError(f"box must be (left, top, right, bottom), got shape {b.shape}")
+    else:
+        b = np.array([0, 0, w - 1, h - 1])
+    if not np.all(np.isfinite(b)):
+        raise ValueError("box/boxes must be finite")
+    return np.ascontiguousarray(np.rint(b).astype(np.int64))
+
+
+class LandmarkPredictor:
+    """dlib's shape predictor over a batch, batch-major, on a pool of C++ threads.
+
+    Args:
+        model_path: dlib ``.dat`` model; ``None`` is Debian's ``libdlib-data`` file.
+        num_threads: C++ threads per call; 0 = all cores.
+
+    Raises:
+        FileNotFoundError: the model file does not exist (the message says how to install it).
+        ValueError: the file is unreadable or corrupt.
+
+    Example:
+        >>> p = LandmarkPredictor()
+        >>> p.predict(np.zeros((2, 64, 64, 3), np.uint8)).shape
+        (2, 68, 2)
+    """
+
+    def __init__(self, model_path: Optional[str] = None, num_threads: int = 0) -> None:
+        path = model_path or DEFAULT_MODEL_PATH
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"dlib shape predictor model not found at {path}; install it with "
+                "`apt-get install libdlib-data` (or pass model_path=...)"
+            )
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"dlib shape predictor model at {path} is not readable")
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        try:
+            self._sp = _ext.ShapePredictor(path)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+        self.model_path = path
+        self.num_threads = num_threads
+
+    @property
+    def num_parts(self) -> int:
+        return self._sp.num_parts
+
+    def predict(
+        self,
+        images: np.ndarray,
+        box: Optional[BoxLike] = None,
+        boxes: Optional[np.ndarray] = None,
+        rounded: bool = True,
+    ) -> np.ndarray:
+        """Landmarks of each image.
+
+        Args:
+            images: uint8 ``(N, H, W, 3)`` RGB or ``(N, H, W)`` gray.
+            box: face rectangle ``(left, top, right, bottom)`` shared by the batch.
+            boxes: per-image rectangles ``(N, 4)``. Default (neither): the whole frame.
+            rounded: dlib's whole-pixel points (True) or the unrounded float positions.
+
+        Returns:
+            ``np.float32 (N, 68, 2)`` ``(x, y)`` pixels, in input order.
+        """
+        images = _check_images(images)
+        n, h, w = images.shape[:3]
+        b = _check_boxes(box, boxes, n, h, w)
+        return self._sp.predict(images, b, rounded=rounded, num_threads=self.num_threads)
+
+    def predict_dlib(self, images: np.ndarray, box: Optional[BoxLike] = None) -> np.ndarray:
+        """dlib's own per-image call (no batching); for checks and benchmarks."""
+        images = _check_images(images)
+        n, h, w = images.shape[:3]
+        return self._sp.predict_dlib(images, _check_boxes(box, None, n, h, w), self.num_threads)
+
+    def predict_penalty(
+        self,
+        images: np.ndarray,
+        reference: np.ndarray,
+        box: Optional[BoxLike] = None,
+        margin_px: float = 3.0,
+        step: float = 0.5,
+        rounded: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict and score a batch in one GIL-free C++ call.
+
+        Args:
+            images: uint8 ``(N, H, W, 3)``.
+            reference: ``(68, 2)`` reference points.
+
+        Returns:
+            ``(points (N, 68, 2) float32, penalty (N,) float64)``; see :func:`landmark_penalty`.
+        """
+        images = _check_images(images)
+        ref = _check_reference(reference, self.num_parts)
+        n, h, w = images.shape[:3]
+        b = _check_boxes(box, None, n, h, w)
+        return self._sp.predict_penalty(
+            images, b, ref, float(margin_px), float(step), rounded, self.num_threads
+        )
+
+    def export(self) -> dict:
+        """The model's parameters as numpy arrays (for the torch cascade)."""
+        return self._sp.export()
+
+
+def _check_reference(reference, num_parts: int = NUM_POINTS) -> np.ndarray:
+    ref = np.asarray(reference, dtype=np.float32)
+    if ref.shape != (num_parts, 2):
+        raise ValueError(f"reference must be ({num_parts}, 2), got {ref.shape}")
+    if not np.all(np.isfinite(ref)):
+        raise ValueError("reference contains NaN or inf")
+    return np.ascontiguousarray(ref)
+
+
+def landmark_penalty(
+    reference: np.ndarray, predicted: np.ndarray, margin_px: float = 3.0, step: float = 0.5
+) -> np.ndarray:
+    """The thesis's landmark loss (eq. 17-18), per sample.
+
+    For each of the points, add ``step`` when ``|x - x_ref| > margin_px`` and another ``step``
+    when ``|y - y_ref| > margin_px``. The thesis's batch loss L_d is the sum of the values.
+
+    Args:
+        reference: ``(68, 2)`` points of the damaged input.
+        predicted: ``(N, 68, 2)`` points of the candidates.
+
+    Returns:
+        ``np.float64 (N,)``.
+
+    Example:
+        >>> ref = np.zeros((68, 2), np.float32)
+        >>> pred = ref[None].copy(); pred[0, 0] = (4.0, 0.0)
+        >>> float(landmark_penalty(ref, pred)[0])
+        0.5
+    """
+    pred = np.asarray(predicted, dtype=np.float32)
+    if pred.ndim != 3 or pred.shape[2] != 2:
+        raise ValueError(f"predicted must be (N, P, 2), got {pred.shape}")
+    ref = _check_reference(reference, pred.shape[1])
+    if margin_px < 0:
+        raise ValueError(f"margin_px must be >= 0, got {margin_px}")
+    return _ext.landmark_penalty(np.ascontiguousarray(pred), ref, float(margin_px), float(step))
+
+
+def nme(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Normalised mean error: mean point distance / outer-eye-corner distance of the reference.
+
+    Args:
+        predicted, reference: ``(N, 68, 2)``.
+
+    Returns:
+        ``np.float64 (N,)``; NaN where the reference's eye distance is below 1 px.
+    """
+    p = np.asarray(predicted, np.float64)
+    r = np.asarray(reference, np.float64)
+    if p.shape != r.shape or p.ndim != 3:
+        raise ValueError(f"predicted and reference must both be (N, 68, 2), got {p.shape}, {r.shape}")
+    iod = np.linalg.norm(r[:, LEFT_EYE_OUTER] - r[:, RIGHT_EYE_OUTER], axis=1)
+    err = np.linalg.norm(p - r, axis=2).mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(iod >= 1.0, err / iod, np.nan)
+
+
+def detect_faces(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's HOG frontal face detector per image (no upsampling: upscale first).
+
+    Returns:
+        ``(boxes (N, 4) int64, found (N,) bool)``; the largest detection per image.
+    """
+    images = _check_images(images)
+    boxes, found = _ext.detect_faces(images)
+    return boxes, found.astype(bool)

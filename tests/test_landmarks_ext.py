@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+
+from facefill_core.landmarks import (
+    LandmarkPredictor,
+    detect_faces,
+    landmark_penalty,
+    nme,
+    to_uint8_nhwc,
+)
+
+dlib = pytest.importorskip("dlib")
+MODEL = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+
+
+def dlib_points(images, box=None):
+    sp = dlib.shape_predictor(MODEL)
+    h, w = images.shape[1:3]
+    rect = dlib.rectangle(0, 0, w - 1, h - 1) if box is None else dlib.rectangle(*[int(v) for v in box])
+    return np.array([[[p.x, p.y] for p in sp(im, rect).parts()] for im in images], np.float32)
+
+
+def test_parity_with_dlib_python_whole_frame(predictor, real_faces):
+    ours = predictor.predict(real_faces)
+    assert ours.shape == (len(real_faces), 68, 2) and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, dlib_points(real_faces))
+
+
+def test_parity_with_dlib_python_box_and_gray(predictor, real_faces):
+    box = (8, 16, 55, 63)
+    np.testing.assert_array_equal(predictor.predict(real_faces, box=box), dlib_points(real_faces, box))
+    gray = np.ascontiguousarray(real_faces[..., 0])
+    np.testing.assert_array_equal(predictor.predict(gray, box=box), dlib_points(gray, box))
+
+
+def test_per_image_dlib_path_matches_batch(predictor, real_faces):
+    np.testing.assert_array_equal(predictor.predict_dlib(real_faces), predictor.predict(real_faces))
+
+
+def test_per_image_boxes(predictor, real_faces):
+    imgs = real_faces[:5]
+    boxes = np.array([[0, 0, 63, 63], [4, 4, 60, 60], [8, 16, 55, 63], [2, 6, 50, 58], [0, 0, 40, 40]])
+    got = predictor.predict(imgs, boxes=boxes)
+    for i in range(5):
+        np.testing.assert_array_equal(got[i], dlib_points(imgs[i : i + 1], boxes[i])[0])
+
+
+def test_unrounded_points_round_to_dlib(predictor, real_faces):
+    r = predictor.predict(real_faces)
+    f = predictor.predict(real_faces, rounded=False)
+    assert not np.array_equal(f, np.rint(f))  # really fractional
+    np.testing.assert_array_equal(np.floor(f + 0.5), r)
+
+
+def test_thread_invariance_bit_for_bit(real_faces):
+    one = LandmarkPredictor(num_threads=1).predict(real_faces, rounded=False)
+    eight = LandmarkPredictor(num_threads=8).predict(real_faces, rounded=False)
+    assert one.tobytes() == eight.tobytes()
+
+
+def test_output_order_is_input_order(predictor, real_faces):
+    perm = np.random.default_rng(0).permutation(len(real_faces))
+    np.testing.assert_array_equal(predictor.predict(real_faces[perm]), predictor.predict(real_faces)[perm])
+
+
+def test_non_contiguous_and_empty(predictor, real_faces):
+    nc = real_faces[::2]
+    assert not nc.flags.c_contiguous
+    np.testing.assert_array_equal(predictor.predict(nc), predictor.predict(np.ascontiguousarray(nc)))
+    assert predictor.predict(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0, 68, 2)
+
+
+def test_penalty_values():
+    ref = np.zeros((68, 2), np.float32)
+    pred = np.zeros((4, 68, 2), np.float32)
+    pred[0, 5] = (2.0, -2.0)  # within 3 px: costs 0
+    pred[1, 5] = (4.0, 0.0)  # x only: 0.5
+    pred[2, 5] = (4.0, -4.0)  # both: 1.0
+    pred[3] = 10.0  # every coordinate: 68 * 2 * 0.5
+    np.testing.assert_array_equal(landmark_penalty(ref, pred), [0.0, 0.5, 1.0, 68.0])
+    assert landmark_penalty(ref, pred, margin_px=5.0)[3] == 68.0
+    assert landmark_penalty(ref, pred, margin_px=3.0, step=1.0)[2] == 2.0
+
+
+def test_fused_predict_penalty(predictor, real_faces):
+    ref = predictor.predict(real_faces[:1], rounded=True)[0]
+    pts, pen = predictor.predict_penalty(real_faces, ref)
+    np.testing.assert_array_equal(pts, predictor.predict(real_faces))
+    np.testing.assert_array_equal(pen, landmark_penalty(ref, pts))
+    assert pen[0] == 0.0 and pen[1:].max() > 0
+
+
+def test_to_uint8_nhwc():
+    import torch
+
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    out = to_uint8_nhwc(torch.nn.functional.pad(x, (0, 4, 0, 7)))
+    assert out.shape == (1, 8, 8, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert list(out[0, 0, :4, 0]) == [0, 128, 255, 255]
+
+
+def test_nme_closed_form():
+    ref = np.zeros((1, 68, 2))
+    ref[0, 45, 0] = 10.0  # outer eye corners 10 px apart
+    pred = ref + np.array([3.0, 4.0])  # every point off by 5 px
+    assert nme(pred, ref)[0] == pytest.approx(0.5)
+
+
+def test_face_detector_finds_astronaut():
+    from skimage import data
+
+    boxes, found = detect_faces(np.ascontiguousarray(data.astronaut()[None]))
+    assert found[0]
+    left, top, right, bottom = boxes[0]
+    assert 140 < (left + right) / 2 < 260 and 40 < (top + bottom) / 2 < 160  # her face
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+def test_bad_images(predictor):
+    with pytest.raises(TypeError, match="uint8"):
+        predictor.predict(np.zeros((2, 64, 64, 3), np.float32))
+    with pytest.raises(TypeError, match="numpy"):
+        predictor.predict([[0]])
+    with pytest.raises(ValueError, match=r"3 channels.*\(2, 64, 64, 4\)"):
+        predictor.predict(np.zeros((2, 64, 64, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) or \(N, H, W\), got \(64, 64\)"):
+        predictor.predict(np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="at least 8x8"):
+        predictor.predict(np.zeros((1, 7, 64, 3), np.uint8))
+
+
+def test_bad_boxes(predictor):
+    imgs = np.zeros((3, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\) with N = 3 images, got \(2, 4\)"):
+        predictor.predict(imgs, boxes=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="box must be"):
+        predictor.predict(imgs, box=(1, 2, 3))
+    with pytest.raises(ValueError, match="right > left"):
+        predictor.predict(imgs, box=(10, 10, 5, 20))
+
+
+def test_bad_reference(predictor):
+    pred = np.zeros((2, 68, 2), np.float32)
+    ref = np.zeros((68, 2), np.float32)
+    ref[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        landmark_penalty(ref, pred)
+    with pytest.raises(ValueError, match=r"reference must be \(68, 2\), got \(5, 2\)"):
+        landmark_penalty(np.zeros((5, 2)), pred)
+    with pytest.raises(ValueError, match=r"predicted must be \(N, P, 2\)"):
+        landmark_penalty(np.zeros((68, 2)), np.zeros((68, 2)))
+    ref[3, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        predictor.predict_penalty(np.zeros((1, 64, 64, 3), np.uint8), ref)
+
+
+def test_bad_model_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.dat.*libdlib-data"):
+        LandmarkPredictor(str(tmp_path / "nope.dat"))
+    bad = tmp_path / "corrupt.dat"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(ValueError, match="corrupt"):
+        LandmarkPredictor(str(bad))
+    trunc = tmp_path / "truncated.dat"
+    trunc.write_bytes(open(MODEL, "rb").read()[:100000])
+    with pytest.raises(ValueError, match="corrupt"):
+        LandmarkPredictor(str(trunc))
+    with pytest.raises(ValueError, match="num_threads"):
+        LandmarkPredictor(num_threads=-1)
+
+
+def test_export_round_trip(predictor):
+    e = predictor.export()
+    assert e["initial_shape"].shape == (68, 2)
+    assert len(e["leaf_values"]) == 15
+    assert e["leaf_values"][0].shape == (500, 16, 136)
+    assert e["split_idx1"][0].shape == (500, 15) and e["split_thresh"][0].dtype == np.float32
+    assert e["anchor_idx"][0].shape == e["deltas"][0].shape[:1]
