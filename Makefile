@@ -39,7 +39,7 @@ test: setup
 	$(VPY) -m pytest -q tests
 
 bench: setup
-	$(VPY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds
+	$(VPY) -m pytest -q -s tests/benchmarks -o addopts="" --benchmark-columns=min,median,mean,rounds
 
 clean:
 	rm -rf build $(VENV) facefill_core/*.so *.egg-info

@@ -1,0 +1,349 @@
+"""Latent-search inpainting (Yeh et al., "Semantic image inpainting with deep generative models")
+with the thesis's landmark loss, and a landmark term that really steers.
+
+Methods (``InpaintConfig.method``):
+
+* ``si``: Yeh et al. L = Lc + Lp.
+* ``si-ld``: the thesis exactly. L = Lc + Lp + Ld, Ld the count of dlib landmark coordinates of
+  the *masked* candidate that are more than 3 px from those of the damaged input (+0.5 each).
+  Ld is piecewise constant in z, so its gradient is zero almost everywhere: the z trajectories
+  are identical to ``si`` (a test checks this bit for bit). Ld changes only which candidate has
+  the lowest final loss. It is evaluated every step, as in the thesis, on a C++ thread that
+  overlaps with torch's backward pass.
+* ``si-ld+``: adds ``mu * E(z)``, E the mean distance in pixels between dlib's (unrounded)
+  points on the *whole* G(z), hole included, and the reference points of the damaged input.
+  dE/dz is estimated by antithetic zeroth-order differences: ``P`` random directions u per
+  candidate, E(z + s u) - E(z - s u) scored as one batch by the C++ extension, every
+  ``steer_every`` steps, from ``steer_start`` of the run on; the estimate is added to z's
+  gradient before Adam's step. Selection uses Lc + Lp + Ld + mu * E.
+
+Images ``(N, 3, 64, 64)`` in [-1, 1], holes ``(N, 1, 64, 64)`` with 1 = missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facefill_core.config import InpaintConfig
+from facefill_core.landmarks import LandmarkPredictor, landmark_penalty, to_uint8_nhwc
+from facefill_core.losses import context_weights, contextual_loss, landmark_distance, prior_loss
+
+METHODS = ("si", "si-ld", "si-ld+")
+
+
+@dataclasses.dataclass
+class InpaintResult:
+    completed: Tensor  # (B, 3, H, W) in [-1, 1], known pixels exactly the input's
+    generated: Tensor  # (B, 3, H, W) G(z*) of the chosen candidates
+    z: Tensor  # (B, z_dim)
+    loss: Tensor  # (B,) final loss of the chosen candidate (nan where nothing was searched)
+    lc: Tensor
+    lp: Tensor
+    ld: Tensor  # thesis count (0 for si)
+    steer: Tensor  # E of the chosen candidate (si-ld+), else 0
+    dropped: list  # per image: candidates dropped for a non-finite loss
+    reference: np.ndarray  # (B, 68, 2) landmarks of the damaged inputs
+    trajectory: Optional[Tensor] = None  # (iters + 1, B*K, z_dim) when recorded
+    ld_trace: Optional[np.ndarray] = None  # (iters, B*K) Ld per step (si-ld, si-ld+)
+    seconds: float = 0.0
+
+
+def check_inputs(images: Tensor, holes: Tensor) -> None:
+    """Shared input checks of every inpainter (names both shapes on a mismatch)."""
+    if not isinstance(images, Tensor) or not isinstance(holes, Tensor):
+        raise TypeError(f"images and holes must be torch tensors, got {type(images).__name__}, {type(holes).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+    if holes.dim() != 4 or holes.shape[1] != 1 or holes.shape[0] != images.shape[0] or holes.shape[2:] != images.shape[2:]:
+        raise ValueError(f"holes must be (N, 1, H, W) matching images {tuple(images.shape)}, got {tuple(holes.shape)}")
+    if not torch.isfinite(images).all() or images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
+        raise ValueError("images must be finite and in [-1, 1]")
+    if ((holes != 0) & (holes != 1)).any():
+        raise ValueError("holes must contain only 0 (known) and 1 (missing)")
+    full = holes.flatten(1).min(1).values >= 1
+    if full.any():
+        raise ValueError(f"hole covers the whole image for image(s) {full.nonzero().flatten().tolist()}: there is no context")
+
+
+def damaged(images: Tensor, holes: Tensor, fill: float = 0.0) -> Tensor:
+    """The damaged input: known pixels kept, hole pixels set to ``fill`` (0 = mid grey)."""
+    return torch.where(holes > 0.5, torch.full_like(images, fill), images)
+
+
+def composite(images: Tensor, generated: Tensor, holes: Tensor) -> Tensor:
+    """Known pixels exactly from ``images``, hole pixels from ``generated``."""
+    return torch.where(holes > 0.5, generated, images)
+
+
+def _seed_for(seed: int, index: int, salt: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, index, salt]).generate_state(1)[0])
+
+
+class LatentSearchInpainter:
+    """Inpaint by searching the latent space of a DCGAN.
+
+    Args:
+        G, D: the face prior (put in eval mode and frozen here).
+        cfg: :class:`~facefill_core.config.InpaintConfig`.
+        box: the canonical face box for landmarks (``None``: the whole frame).
+        predictor: a :class:`LandmarkPredictor` (created when a landmark method needs one).
+        device: where G, D and z live (default: CUDA when available, else CPU).
+    """
+
+    def __init__(
+        self,
+        G: torch.nn.Module,
+        D: torch.nn.Module,
+        cfg: InpaintConfig = InpaintConfig(),
+        box: Optional[Sequence[int]] = None,
+        predictor: Optional[LandmarkPredictor] = None,
+        device: Optional[str | torch.device] = None,
+    ) -> None:
+        if cfg.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+        if cfg.candidates < 1 or cfg.iters < 0:
+            raise ValueError(f"candidates must be >= 1 and iters >= 0, got {cfg.candidates}, {cfg.iters}")
+        if cfg.z_init not in ("uniform", "normal"):
+            raise ValueError(f"z_init must be 'uniform' or 'normal', got {cfg.z_init!r}")
+        if cfg.blend not in ("none", "poisson"):
+            raise ValueError(f"blend must be 'none' or 'poisson', got {cfg.blend!r}")
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        for m in (self.G, self.D):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.z_dim = int(getattr(G, "z_dim", 100))
+        self.box = tuple(box) if box is not None else None
+        self.uses_landmarks = cfg.method != "si"
+        self.predictor = predictor
+        if self.uses_landmarks and self.predictor is None:
+            self.predictor = LandmarkPredictor(num_threads=cfg.landmark_threads)
+        self._pool = ThreadPoolExecutor(max_workers=1) if self.uses_landmarks else None
+
+    # -- landmarks ------------------------------------------------------------------------
+    def _points(self, x: Tensor, rounded: bool = True) -> np.ndarray:
+        return self.predictor.predict(to_uint8_nhwc(x), box=self.box, rounded=rounded)
+
+    def _ld(self, masked_u8: np.ndarray, refs: np.ndarray, k: int) -> np.ndarray:
+        pts = self.predictor.predict(masked_u8, box=self.box, rounded=True)
+        out = np.empty(len(pts))
+        for b in range(len(refs)):
+            out[b * k : (b + 1) * k] = landmark_penalty(
+                refs[b], pts[b * k : (b + 1) * k], self.cfg.landmark_margin_px, self.cfg.landmark_step
+            )
+        return out
+
+    def _steer_grad(self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int) -> Tensor:
+        """Antithetic zeroth-order estimate of dE/dz, E = mean landmark distance (px) of the
+        whole G(z) to the reference."""
+        cfg, k, n = self.cfg, self.cfg.candidates, z.shape[0]
+        p, s = cfg.steer_pairs, cfg.steer_sigma
+        u = torch.empty(n, p, self.z_dim)
+        for b, idx in enumerate(indices):
+            g = torch.Generator().manual_seed(_seed_for(cfg.seed, idx, 1000 + t))
+            u[b * k : (b + 1) * k] = torch.randn(k, p, self.z_dim, generator=g)
+        u = u.to(z.device)
+        zz = torch.cat([(z[:, None] + s * u), (z[:, None] - s * u)], 1).clamp(-1, 1).reshape(-1, self.z_dim)
+        with torch.no_grad():
+            pts = self._points(self.G(zz), rounded=False).reshape(n, 2 * p, 68, 2)
+        ref_rep = np.repeat(refs, k, axis=0)[:, None]
+        e = torch.from_numpy(landmark_distance(ref_rep, pts)).float().to(z.device)  # (n, 2p)
+        diff = (e[:, :p] - e[:, p:]) / (2 * s)
+        return (diff[:, :, None] * u).mean(1)
+
+    # -- search ---------------------------------------------------------------------------
+    def inpaint(
+        self,
+        images: Tensor,
+        holes: Tensor,
+        image_indices: Optional[Sequence[int]] = None,
+        record_trajectory: bool = False,
+        record_ld: bool = False,
+    ) -> InpaintResult:
+        """Inpaint a batch: B images x K candidates searched as one batch of B*K.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [-1, 1].
+            holes: ``(B, 1, H, W)``, 1 = missing.
+            image_indices: stable ids of the images (seeds of their candidates); the result of
+                an image does not depend on the rest of the batch. Default ``0..B-1``.
+
+        Raises:
+            ValueError: shape/range mismatch, or a hole covering a whole image.
+        """
+        t_start = time.perf_counter()
+        check_inputs(images, holes)
+        cfg, k = self.cfg, self.cfg.candidates
+        b_all = images.shape[0]
+        indices = list(range(b_all)) if image_indices is None else [int(i) for i in image_indices]
+        if len(indices) != b_all:
+            raise ValueError(f"image_indices must have {b_all} entries, got {len(indices)}")
+        images = images.to(self.device, torch.float32)
+        holes = holes.to(self.device, torch.float32)
+        known_all = holes.flatten(1).max(1).values < 0.5
+        if known_all.any():
+            warnings.warn(f"{int(known_all.sum())} image(s) have no hole; returned unchanged", stacklevel=2)
+        search = (~known_all).nonzero().flatten().tolist()
+
+        out = images.clone()
+        gen_out = images.clone()
+        nan = torch.full((b_all,), float("nan"))
+        res = dict(loss=nan.clone(), lc=nan.clone(), lp=nan.clone(), ld=torch.zeros(b_all), steer=torch.zeros(b_all))
+        z_out = torch.zeros(b_all, self.z_dim)
+        dropped = [0] * b_all
+        refs_all = np.full((b_all, 68, 2), np.nan, np.float32)
+        traj = ld_trace = None
+        if search:
+            r = self._search(images[search], holes[search], [indices[i] for i in search], record_trajectory, record_ld)
+            for j, i in enumerate(search):
+                out[i], gen_out[i], z_out[i] = r["completed"][j], r["generated"][j], r["z"][j]
+                for key in res:
+                    res[key][i] = r[key][j]
+                dropped[i] = r["dropped"][j]
+                if r["refs"] is not None:
+                    refs_all[i] = r["refs"][j]
+            traj, ld_trace = r["trajectory"], r["ld_trace"]
+        if cfg.blend == "poisson":
+            out = poisson_blend(images, gen_out, holes)
+        return InpaintResult(
+            completed=out.cpu(), generated=gen_out.cpu(), z=z_out, dropped=dropped, reference=refs_all,
+            trajectory=traj, ld_trace=ld_trace, seconds=time.perf_counter() - t_start, **res,
+        )
+
+    def _search(self, images, holes, indices, record_trajectory, record_ld) -> dict:
+        cfg, k, dev = self.cfg, self.cfg.candidates, self.device
+        b = images.shape[0]
+        y = images.repeat_interleave(k, 0)
+        m = holes.repeat_interleave(k, 0)
+        w = context_weights(holes, cfg.window).repeat_interleave(k, 0)
+        z0 = torch.empty(b * k, self.z_dim)
+        for j, idx in enumerate(indices):
+            g = torch.Generator().manual_seed(_seed_for(cfg.seed, idx))
+            if cfg.z_init == "uniform":
+                z0[j * k : (j + 1) * k] = torch.rand(k, self.z_dim, generator=g) * 2 - 1
+            else:
+                z0[j * k : (j + 1) * k] = torch.randn(k, self.z_dim, generator=g).clamp(-1, 1)
+        z = z0.to(dev).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=cfg.lr)
+        refs = self._points(damaged(images, holes)) if self.uses_landmarks else None
+        steering = cfg.method == "si-ld+"
+        steer_from = int(cfg.steer_start * cfg.iters)
+        traj = [z.detach().cpu().clone()] if record_trajectory else None
+        ld_trace = [] if (record_ld and self.uses_landmarks) else None
+        every = max(1, cfg.landmark_every)
+        g_steer = None
+        for t in range(cfg.iters):
+            gz = self.G(z)
+            lc = contextual_loss(gz, y, w)
+            lp = prior_loss(self.D(gz), cfg.prior_weight)
+            fut = None
+            if self.uses_landmarks and t % every == 0:
+                masked = to_uint8_nhwc(damaged(gz.detach(), m))
+                fut = self._pool.submit(self._ld, masked, refs, k)  # overlaps with backward
+            loss = (lc + lp).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if steering and t >= steer_from:
+                if g_steer is None or (t - steer_from) % cfg.steer_every == 0:
+                    g_steer = self._steer_grad(z.detach(), refs, indices, t)
+                z.grad.add_(g_steer, alpha=cfg.steer_weight)
+            opt.step()
+            with torch.no_grad():
+                z.clamp_(-1.0, 1.0)
+            if fut is not None:
+                ld_t = fut.result()  # Ld of z_t: a value only, it cannot move z
+                if ld_trace is not None:
+                    ld_trace.append(ld_t)
+            if traj is not None:
+                traj.append(z.detach().cpu().clone())
+        with torch.no_grad():
+            gz = self.G(z)
+            lc = contextual_loss(gz, y, w)
+            lp = prior_loss(self.D(gz), cfg.prior_weight)
+            total = lc + lp
+            ld = torch.zeros_like(total)
+            steer = torch.zeros_like(total)
+            if self.uses_landmarks:
+                ld = torch.from_numpy(self._ld(to_uint8_nhwc(damaged(gz, m)), refs, k)).float().to(dev)
+                total = total + ld
+            if steering:
+                pts = self._points(gz, rounded=False)
+                steer = torch.from_numpy(landmark_distance(np.repeat(refs, k, axis=0), pts)).float().to(dev)
+                total = total + cfg.steer_weight * steer
+        total = total.view(b, k)
+        finite = torch.isfinite(total)
+        dropped = (~finite).sum(1).tolist()
+        if any(dropped):
+            warnings.warn(f"dropped {sum(dropped)} candidate(s) with a non-finite loss", stacklevel=3)
+        masked_total = torch.where(finite, total, torch.full_like(total, float("inf")))
+        best = masked_total.argmin(1)
+        if not finite.any(1).all():
+            raise FloatingPointError("every candidate of an image had a non-finite loss")
+        sel = torch.arange(b, device=dev) * k + best
+        gen = gz[sel]
+        return dict(
+            completed=composite(images, gen, holes), generated=gen, z=z.detach()[sel].cpu(),
+            loss=total.flatten()[sel].cpu(), lc=lc[sel].cpu(), lp=lp[sel].cpu(), ld=ld[sel].cpu(),
+            steer=steer[sel].cpu(), dropped=dropped, refs=refs,
+            trajectory=torch.stack(traj) if traj is not None else None,
+            ld_trace=np.stack(ld_trace) if ld_trace else None,
+        )
+
+
+def poisson_blend(images: Tensor, generated: Tensor, holes: Tensor) -> Tensor:
+    """Poisson blending of the hole (Perez et al.): inside the hole, solve for pixels whose
+    Laplacian equals G(z)'s with the known pixels as boundary, with scipy's sparse solver.
+    Known pixels stay exactly the input's.
+
+    Args:
+        images, generated: ``(B, 3, H, W)`` in [-1, 1]; holes: ``(B, 1, H, W)``.
+
+    Returns:
+        ``(B, 3, H, W)`` clipped to [-1, 1].
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    out = images.detach().cpu().clone()
+    src = generated.detach().cpu().double().numpy()
+    tgt = images.detach().cpu().double().numpy()
+    hh = holes.detach().cpu().numpy()[:, 0] > 0.5
+    _, _, h, w = images.shape
+    for i in range(images.shape[0]):
+        ys, xs = np.nonzero(hh[i])
+        n = len(ys)
+        if n == 0:
+            continue
+        index = -np.ones((h, w), np.int64)
+        index[ys, xs] = np.arange(n)
+        rows, cols, vals = [], [], []
+        rhs = np.zeros((n, 3))
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            ny, nx = ys + dy, xs + dx
+            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            p = np.nonzero(inside)[0]
+            qy, qx = ny[inside], nx[inside]
+            rows.append(p)
+            cols.append(p)
+            vals.append(np.ones(len(p)))
+            rhs[p] += (src[i][:, ys[p], xs[p]] - src[i][:, qy, qx]).T
+            q = index[qy, qx]
+            in_hole = q >= 0
+            rows.append(p[in_hole])
+            cols.append(q[in_hole])
+            vals.append(-np.ones(int(in_hole.sum())))
+            rhs[p[~in_hole]] += tgt[i][:, qy[~in_hole], qx[~in_hole]].T
+        a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+        sol = splu(a).solve(rhs)
+        out[i][:, ys, xs] = torch.from_numpy(np.clip(sol.T, -1, 1)).float()
+    return out

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facefill_core.data import (
+    EMBEDDED_BOX,
+    FaceDataset,
+    calibrate_box,
+    load_face_file,
+    parse_spec,
+    to_signed_range,
+    to_unit_range,
+)
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return FaceDataset("embedded")
+
+
+def test_embedded_shapes_range_determinism(emb):
+    x, ids = emb.load("test", 4)
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.2
+    assert ids == [f"emb-test-{i:05d}" for i in range(4)]
+    a, _ = emb.load_uint8("test", 4)
+    b, _ = FaceDataset("embedded").load_uint8("test", 4)
+    assert a.tobytes() == b.tobytes()
+    # an image does not depend on which others are rendered with it
+    c, _ = emb.load_uint8("test", 2, start=2)
+    assert c.tobytes() == a[2:].tobytes()
+
+
+def test_embedded_train_test_disjoint(emb):
+    assert not set(emb.train_ids) & set(emb.test_ids)
+    tr, _ = emb.load_uint8("train", 16)
+    te, _ = emb.load_uint8("test", 16)
+    assert not {t.tobytes() for t in tr} & {t.tobytes() for t in te}
+
+
+def test_range_conversions():
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    assert to_unit_range(x).tolist() == [0.0, 0.5, 1.0]
+    assert torch.equal(to_signed_range(to_unit_range(x)), x)
+
+
+def test_embedded_box_calibration(emb):
+    imgs, _ = emb.load_uint8("train", 64)
+    box, found = calibrate_box(imgs)
+    assert found >= 32
+    assert all(abs(a - b) <= 3 for a, b in zip(box, EMBEDDED_BOX))
+    assert FaceDataset("embedded", box=(1, 2, 60, 61)).box == (1, 2, 60, 61)
+
+
+def test_celeba_crop(tmp_path):
+    # a 178x218 image whose centre 108x108 is white and the rest black
+    a = np.zeros((218, 178, 3), np.uint8)
+    a[55:163, 35:143] = 255
+    Image.fromarray(a).save(tmp_path / "000001.jpg", quality=100)
+    Image.fromarray(a).save(tmp_path / "000002.jpg", quality=100)
+    (tmp_path / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 2\n")
+    ds = FaceDataset(f"celeba:{tmp_path}")
+    assert ds.train_ids == ["000001.jpg"] and ds.test_ids == ["000002.jpg"]
+    x, _ = ds.load_uint8("test")
+    assert x.shape == (1, 64, 64, 3) and x.min() >= 240  # the crop is all white
+
+
+def test_folder_gray_rgba_corrupt(tmp_path):
+    Image.fromarray(np.full((80, 100, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((50, 50), 100, np.uint8)).save(tmp_path / "b.png")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    (tmp_path / "d.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = FaceDataset(f"folder:{tmp_path}")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\) .*d\.jpg"):
+        x, ids = ds.load_uint8("train")
+    assert ids == ["b.png", "c.png"]  # a.png is the every-10th test image
+    assert x.shape == (2, 64, 64, 3)
+    assert (x[0] == 100).all() and (x[1][..., 0] == 255).all() and (x[1][..., 1] == 0).all()
+    assert load_face_file(str(tmp_path / "a.png")).shape == (64, 64, 3)
+
+
+def test_bad_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist: /no/such/dir"):
+        FaceDataset("folder:/no/such/dir")
+    with pytest.raises(ValueError, match="no image files"):
+        FaceDataset(f"folder:{tmp_path}")
+    (tmp_path / "x.png").write_bytes(b"junk")
+    ds = FaceDataset(f"folder:{tmp_path}")
+    with pytest.raises(ValueError, match="no readable image"), pytest.warns(UserWarning):
+        ds.load_uint8("test")
+    with pytest.raises(ValueError, match="embedded, celeba:PATH or folder:PATH"):
+        parse_spec("imagenet")
+    with pytest.raises(ValueError, match="needs a path"):
+        parse_spec("celeba:")

@@ -1,0 +1,60 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from facefill_core.config import TrainConfig
+from facefill_core.train import main, train
+
+
+def _cfg(**kw):
+    base = dict(model="dcgan", data="embedded", iters=3, batch_size=8, ngf=8, ndf=8, n_train=32,
+                checkpoint_every=2, num_threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_three_iterations_then_resume_is_exact(tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(_cfg(iters=3), str(full), progress=False)
+    train(_cfg(iters=2), str(split), progress=False)
+    train(_cfg(iters=3), str(split), resume=True, progress=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    assert a["iter"] == b["iter"] == 3
+    for name in ("G", "D"):
+        for k, v in a["models"][name].items():
+            assert torch.equal(v, b["models"][name][k]), f"{name}.{k} differs after resume"
+    rows = list(csv.DictReader(open(split / "loss.csv")))
+    assert [int(r["iter"]) for r in rows] == [1, 2, 3]
+    assert (split / "samples.png").stat().st_size > 1000
+
+
+def test_resume_refuses_other_config(tmp_path):
+    train(_cfg(iters=2), str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="ngf=8.*ngf=16"):
+        train(_cfg(iters=3, ngf=16), str(tmp_path), resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(), str(tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_cli_records_command_and_exports(tmp_path):
+    out = tmp_path / "run"
+    exp = tmp_path / "w.pt"
+    argv = ["dcgan", "--iters", "2", "--batch-size", "4", "--ngf", "8", "--ndf", "8", "--n-train", "16",
+            "--threads", "1", "--out", str(out), "--no-progress", "--export", str(exp)]
+    assert main(argv) == 0
+    cmd = json.load(open(out / "command.json"))
+    assert cmd["command"][-len(argv):] == argv
+    meta = json.load(open(tmp_path / "w.json"))
+    assert meta["iters"] == 2 and len(meta["sha256"]) == 64
+    from facefill_core.pretrained import load_dcgan
+
+    g, d, m = load_dcgan(str(exp))
+    assert g(torch.zeros(1, 100)).shape == (1, 3, 64, 64) and not g.training
+
+
+def test_cli_bad_data(tmp_path, capsys):
+    assert main(["dcgan", "--data", "folder:/no/such", "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
