@@ -28,6 +28,7 @@ from torch import nn
 
 from facefill_core.config import TrainConfig
 from facefill_core.data import FaceDataset, uint8_to_signed
+from facefill_core.models.common import dataset_mean_colour
 from facefill_core.models.dcgan import Discriminator, Generator, init_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -173,6 +174,8 @@ def train(
     train_u8, _ = dataset.load_uint8("train", cfg.n_train)
     data = torch.from_numpy(train_u8)  # uint8 NHWC, converted per batch
     task = make_task(cfg, device)
+    if hasattr(task, "set_data"):
+        task.set_data(data, dataset_mean_colour(train_u8))
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
     start, wall = 0, 0.0
     if resume:
@@ -199,6 +202,7 @@ def train(
                 "iter": it,
                 "wall_s": wall,
                 "box": list(dataset.box),
+                "mean_colour": getattr(task, "mean_colour", None),
                 "models": {k: m.state_dict() for k, m in task.modules().items()},
                 "optims": {k: o.state_dict() for k, o in task.optimizers().items()},
             },
@@ -260,6 +264,8 @@ def export_checkpoint(ckpt_path: str, out_path: str, command: Optional[str] = No
     task = make_task(cfg, torch.device("cpu"))
     for k, m in task.modules().items():
         m.load_state_dict(ck["models"][k])
+    if ck.get("mean_colour") is not None:
+        task.mean_colour = ck["mean_colour"]
     payload = task.export()
     payload["box"] = ck["box"]
     payload["data"] = cfg.data

@@ -1,0 +1,53 @@
+"""Pieces shared by the trained feed-forward inpainters (Context Encoder, GFC)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facefill_core.config import MaskConfig
+from facefill_core.masks import THESIS_MASKS, make_masks
+
+
+def sample_training_masks(n: int, gen: torch.Generator, size: int = 64) -> Tensor:
+    """One model covers every evaluation mask: each sample gets centre, left, right or random
+    (80%) with equal probability; random masks seeded from ``gen``. ``(n, 1, size, size)``."""
+    kinds = torch.randint(0, len(THESIS_MASKS), (n,), generator=gen).tolist()
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    out = torch.empty(n, 1, size, size)
+    for i, k in enumerate(kinds):
+        out[i] = make_masks(MaskConfig(THESIS_MASKS[k], seed=seed), 1, size, start_index=i)[0]
+    return out
+
+
+def hole_boxes(holes: Tensor) -> list[tuple[int, int, int, int]]:
+    """Bounding box ``(top, left, bottom, right)`` (exclusive ends) of each hole."""
+    out = []
+    for h in holes[:, 0]:
+        ys = torch.nonzero(h.any(1)).flatten()
+        xs = torch.nonzero(h.any(0)).flatten()
+        if len(ys) == 0:
+            out.append((0, 0, h.shape[0], h.shape[1]))
+        else:
+            out.append((int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1))
+    return out
+
+
+def crop_holes(x: Tensor, holes: Tensor, size: int = 32) -> Tensor:
+    """The hole's bounding box of each image, resized to ``size x size`` (GFC's local view)."""
+    crops = []
+    for img, (t, l, b, r) in zip(x, hole_boxes(holes)):
+        c = img[:, t:b, l:r][None]
+        crops.append(torch.nn.functional.interpolate(c, size=(size, size), mode="bilinear", align_corners=False))
+    return torch.cat(crops)
+
+
+def half_state(module: torch.nn.Module) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
+def dataset_mean_colour(data_u8: np.ndarray) -> list[float]:
+    """Mean colour of a uint8 NHWC training set, in [-1, 1] (the Context Encoder's hole fill)."""
+    m = data_u8.reshape(-1, 3).mean(0) / 127.5 - 1.0
+    return [float(v) for v in m]
