@@ -52,3 +52,45 @@ class InpaintConfig:
     blend: str = "none"  # none | poisson
     seed: int = 0
     landmark_threads: int = 0
+
+
+PRESETS = {
+    # make run: all methods x 4 masks on 8 images in <= 15 min on 2 CPU cores (see README).
+    "quick": {"candidates": 16, "iters": 150, "n_images": 8},
+    # the thesis: 64 candidates, 1000 Adam steps, lambda 0.003, 500 test images.
+    "paper": {"candidates": 64, "iters": 1000, "n_images": 500},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    masks: tuple = ("centre", "left", "right", "random")
+    methods: tuple = ("si", "si-ld", "si-ld+", "ce", "gfc", "telea", "ns", "biharmonic", "mean")
+    data: str = "embedded"
+    preset: str = "quick"
+    n_images: int = 8
+    candidates: int = 16
+    iters: int = 150
+    prior_weight: float = 0.003
+    seed: int = 0
+    gpus: int = 0
+    workers: int = 1  # CPU workers under Ray when gpus == 0; 0 = in-process, no Ray
+    shard_size: int = 4  # images per work unit for the latent methods
+    out: str = ""
+    address: Optional[str] = None
+    box: Optional[tuple] = None
+    weights_dcgan: Optional[str] = None
+    weights_ce: Optional[str] = None
+    weights_gfc: Optional[str] = None
+    inject_crash: Optional[str] = None  # test hook: a worker dies (os._exit) on this unit, once
+
+    def inpaint_config(self, method: str) -> InpaintConfig:
+        return InpaintConfig(method=method, candidates=self.candidates, iters=self.iters,
+                             prior_weight=self.prior_weight, seed=self.seed)
+
+    # what must match for --resume to reuse records
+    def identity(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("gpus", "workers", "out", "address", "inject_crash", "masks", "methods"):
+            d.pop(k)
+        return d
