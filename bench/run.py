@@ -109,6 +109,14 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     for flag, path in (("--weights-dcgan", a.weights_dcgan), ("--weights-ce", a.weights_ce), ("--weights-gfc", a.weights_gfc)):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag}: no such file {path}")
+    from facefill_core.inpainters import method_info
+    from facefill_core.pretrained import shipped_path
+
+    given = {"dcgan": a.weights_dcgan, "ce": a.weights_ce, "gfc": a.weights_gfc}
+    for m in methods:
+        kind = method_info(m).weights
+        if kind and not given[kind] and not os.path.isfile(shipped_path(kind)):
+            raise UsageError(f"method {m} needs {kind} weights: {shipped_path(kind)} is missing (train them, or pass --weights-{kind})")
     out = a.out or os.path.join("results", "runs", dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S"))
     _check_writable(out)
     cfg = BenchConfig(

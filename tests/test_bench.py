@@ -1,0 +1,111 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.report import build_report
+from bench.run import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--masks", "centre,random", "--methods", "si-ld,ce,telea,mean", "--n-images", "2", "--shard-size", "1",
+        "--iters", "3", "--candidates", "2", "--no-progress"]
+
+
+def _read(run, name):
+    with open(os.path.join(run, name)) as f:
+        return f.read()
+
+
+def _quality(run):
+    recs = [json.loads(line) for line in _read(run, "records.jsonl").splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "device")} for r in recs]
+
+
+@pytest.fixture(scope="module")
+def inproc_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "a")
+    assert main(TINY + ["--workers", "0", "--out", out]) == 0
+    return out
+
+
+def test_end_to_end_in_process(inproc_run):
+    recs = [json.loads(line) for line in _read(inproc_run, "records.jsonl").splitlines()]
+    assert len(recs) == 4 * 2 * 2  # methods x masks x images
+    for r in recs:
+        assert {"image_id", "method", "mask", "psnr", "ssim", "nme", "seconds"} <= set(r)
+        assert 5 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
+    man = json.loads(_read(inproc_run, "manifest.json"))
+    assert man["metric_settings"]["ssim"]["gaussian_weights"] is True and man["config"]["iters"] == 3
+    for f in ("tables.md", "tables/psnr.csv", "tables/ssim.csv", "tables/nme.csv", "figures/grid_centre.png",
+              "figures/bars_psnr_ssim.png", "run.log", "masks/random.npy"):
+        assert os.path.exists(os.path.join(inproc_run, f)), f
+    assert "| si-ld" in _read(inproc_run, "tables.md")
+
+
+def test_same_seed_same_records(inproc_run, tmp_path):
+    out = str(tmp_path / "b")
+    assert main(TINY + ["--workers", "0", "--out", out]) == 0
+    assert _quality(out) == _quality(inproc_run)
+
+
+def test_report_rebuilds_identical_tables(inproc_run):
+    before = {f: _read(inproc_run, f) for f in ("tables.md", "tables/psnr.csv", "tables/ssim.csv", "tables/nme.csv")}
+    os.remove(os.path.join(inproc_run, "tables.md"))
+    build_report(inproc_run)
+    assert {f: _read(inproc_run, f) for f in before} == before
+
+
+def test_kill_and_resume_same_tables(inproc_run, tmp_path):
+    out = str(tmp_path / "killed")
+    cmd = [sys.executable, "-m", "bench.run", *TINY, "--workers", "0", "--out", out]
+    # the process dies abruptly (os._exit, as under kill -9) in the middle of the run
+    r = subprocess.run(cmd + ["--inject-crash", "ce__random__00000-00002"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 17, r.stderr
+    n_done = len(os.listdir(os.path.join(out, "records")))
+    assert 0 < n_done < 10
+    r = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _quality(out) == _quality(inproc_run)  # nothing duplicated or missing
+    for f in ("tables/psnr.csv", "tables/ssim.csv", "tables/nme.csv"):
+        assert _read(out, f) == _read(inproc_run, f)
+
+
+@pytest.mark.slow
+def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
+    out = str(tmp_path / "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "bench.run", *TINY, "--workers", "2", "--out", out, "--inject-crash", "telea__random__00000-00002"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.path.exists(os.path.join(out, ".crashed-telea__random__00000-00002"))  # a worker really died
+    assert _quality(out) == _quality(inproc_run)
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--masks", "centre,top"], "unknown mask 'top'"),
+        (["--methods", "si,pconv"], "unknown method 'pconv'"),
+        (["--data", "folder:/no/such/dir"], "does not exist: /no/such/dir"),
+        (["--n-images", "0"], "--n-images must be positive"),
+        (["--out", "/proc/facefill-cannot-write"], "is not writable"),
+        (["--gpus", "64"], "--gpus 64 asked, but"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--n-images", "x"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_exit_2_one_line(args, msg, tmp_path):
+    out = ["--out", str(tmp_path / "o")] if "--out" not in args else []
+    r = subprocess.run([sys.executable, "-m", "bench.run", *args, *out], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_existing_run_needs_resume(inproc_run, capsys):
+    assert main(TINY + ["--workers", "0", "--out", inproc_run]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert main(TINY[:-1] + ["--iters", "4", "--workers", "0", "--out", inproc_run, "--resume", "--no-progress"]) == 2
+    assert "other settings (iters)" in capsys.readouterr().err
