@@ -80,7 +80,13 @@ def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(out, ".crashed-telea__random__00000-00002"))  # a worker really died
-    assert _quality(out) == _quality(inproc_run)
+    # Ray workers run torch on 1 thread, the in-process run on all cores: float reduction order
+    # differs (seen: 2e-9 dB), so compare to a tolerance; same thread count gives equal bytes.
+    a, b = _quality(out), _quality(inproc_run)
+    assert [(r["method"], r["mask"], r["image_id"]) for r in a] == [(r["method"], r["mask"], r["image_id"]) for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("psnr", "ssim"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-4), (ra, rb)
 
 
 @pytest.mark.parametrize(
