@@ -71,7 +71,7 @@ def plot_losses(csv_path: str, png_path: str, smooth: int = 25) -> None:
 
 def main(argv=None) -> int:
     from facefill_core.data import FaceDataset, calibrate_box
-    from facefill_core.landmarks import LandmarkPredictor, detect_faces, to_uint8_nhwc
+    from facefill_core.landmarks import LandmarkPredictor, to_uint8_nhwc
     from facefill_core.pretrained import load_dcgan
     from facefill_core.train import save_grid
 

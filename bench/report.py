@@ -17,8 +17,11 @@ from tabulate import tabulate
 
 from facefill_core.metrics import mean_ci
 
-METRICS = (("psnr", "PSNR (dB), higher is better", 2), ("ssim", "SSIM, higher is better", 4),
-           ("nme", "Landmark NME (dlib 68 points vs the undamaged image), lower is better", 4))
+METRICS = (
+    ("psnr", "PSNR (dB), higher is better", 2),
+    ("ssim", "SSIM, higher is better", 4),
+    ("nme", "Landmark NME (dlib 68 points vs the undamaged image), lower is better", 4),
+)
 REFERENCE = os.path.join(os.path.dirname(__file__), "reference_numbers.json")
 NOTES = [
     "Cells: mean ± half-width of the 95% Student-t confidence interval over images.",
@@ -83,11 +86,15 @@ def build_report(run_dir: str) -> dict:
     os.makedirs(os.path.join(run_dir, "tables"), exist_ok=True)
     md = ["# Results", ""]
     cfg = manifest.get("config", {})
+    machine = manifest.get("machine", {})
     if cfg:
-        md += [f"Data `{cfg.get('data')}`, {cfg.get('n_images')} test images, preset `{cfg.get('preset')}` "
-               f"(latent search: {cfg.get('candidates')} candidates x {cfg.get('iters')} iterations, "
-               f"lambda {cfg.get('prior_weight')}), seed {cfg.get('seed')}. Machine: "
-               f"{manifest.get('machine', {}).get('cpu_count')} CPUs, GPUs {manifest.get('machine', {}).get('cuda_devices')}.", ""]
+        md += [
+            f"Data `{cfg.get('data')}`, {cfg.get('n_images')} test images, preset `{cfg.get('preset')}` "
+            f"(latent search: {cfg.get('candidates')} candidates x {cfg.get('iters')} iterations, "
+            f"lambda {cfg.get('prior_weight')}), seed {cfg.get('seed')}. Machine: "
+            f"{machine.get('cpu_count')} CPUs, GPUs {machine.get('cuda_devices')}.",
+            "",
+        ]
     for metric, title, digits in METRICS:
         header = ["method"] + masks
         rows = [[m] + [_cell(stats[(m, k)][metric], digits) if (m, k) in stats else "" for k in masks] for m in methods]
@@ -96,19 +103,34 @@ def build_report(run_dir: str) -> dict:
                 rows.append([f"{label} (thesis, CelebA)"] + [str(vals[metric].get(k, "")) for k in masks])
         md += [f"## {title}", "", tabulate(rows, header, tablefmt="github"), ""]
         if metric == "nme":
-            fails = [(m, k, stats[(m, k)]["nme_failures"]) for m in methods for k in masks if (m, k) in stats and stats[(m, k)]["nme_failures"]]
+            fails = [
+                (m, k, stats[(m, k)]["nme_failures"])
+                for m in methods
+                for k in masks
+                if (m, k) in stats and stats[(m, k)]["nme_failures"]
+            ]
             md += [f"NME reference failures (counted, not averaged): {fails if fails else 'none'}.", ""]
         with open(os.path.join(run_dir, "tables", f"{metric}.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["method", "mask", "mean", "ci95_half_width", "n"] + (["nme_failures"] if metric == "nme" else []))
+            w.writerow(
+                ["method", "mask", "mean", "ci95_half_width", "n"] + (["nme_failures"] if metric == "nme" else [])
+            )
             for m in methods:
                 for k in masks:
                     if (m, k) in stats:
                         mean, half, n = stats[(m, k)][metric]
-                        w.writerow([m, k, f"{mean:.6f}", f"{half:.6f}", n] + ([stats[(m, k)]["nme_failures"]] if metric == "nme" else []))
+                        w.writerow(
+                            [m, k, f"{mean:.6f}", f"{half:.6f}", n]
+                            + ([stats[(m, k)]["nme_failures"]] if metric == "nme" else [])
+                        )
     header = ["method"] + masks
     rows = [[m] + [f"{stats[(m, k)]['seconds'][0]:.3f}" if (m, k) in stats else "" for k in masks] for m in methods]
-    md += ["## Seconds per image (wall time of the method on its worker)", "", tabulate(rows, header, tablefmt="github"), ""]
+    md += [
+        "## Seconds per image (wall time of the method on its worker)",
+        "",
+        tabulate(rows, header, tablefmt="github"),
+        "",
+    ]
     with open(os.path.join(run_dir, "tables", "seconds.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "mask", "seconds_per_image"])
@@ -117,7 +139,11 @@ def build_report(run_dir: str) -> dict:
                 if (m, k) in stats:
                     w.writerow([m, k, f"{stats[(m, k)]['seconds'][0]:.4f}"])
     if not refs:
-        md += ["The thesis's published CelebA numbers are not included: fill `bench/reference_numbers.json` to print them as reference rows.", ""]
+        md += [
+            "The thesis's published CelebA numbers are not included: fill `bench/reference_numbers.json` "
+            "to print them as reference rows.",
+            "",
+        ]
     md += ["Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
     tmp = os.path.join(run_dir, "tables.md.tmp")
     with open(tmp, "w") as f:
@@ -138,7 +164,11 @@ def make_figures(run_dir: str, methods, masks, stats, rows: int = 6) -> None:
     fig_dir = os.path.join(run_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     outputs = os.path.join(run_dir, "outputs")
-    manifest = json.load(open(os.path.join(run_dir, "manifest.json"))) if os.path.exists(os.path.join(run_dir, "manifest.json")) else {}
+    manifest = (
+        json.load(open(os.path.join(run_dir, "manifest.json")))
+        if os.path.exists(os.path.join(run_dir, "manifest.json"))
+        else {}
+    )
     originals = None
     if manifest and os.path.isdir(outputs):
         from facefill_core.data import FaceDataset

@@ -1,9 +1,9 @@
 """``python -m bench.run``: every method x mask x image, fanned out with Ray, into one run dir.
 
-    python -m bench.run --masks all --preset quick                 # make run (CPU workers)
-    python -m bench.run --masks all --preset paper --gpus 4        # the thesis's experiment
-    python -m bench.run --data celeba:/data/img_align_celeba --preset paper --gpus 4
-    python -m bench.run --resume --out results/runs/2026-11-27T12-00-00
+python -m bench.run --masks all --preset quick                 # make run (CPU workers)
+python -m bench.run --masks all --preset paper --gpus 4        # the thesis's experiment
+python -m bench.run --data celeba:/data/img_align_celeba --preset paper --gpus 4
+python -m bench.run --resume --out results/runs/2026-11-27T12-00-00
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bench.run", description="Benchmark face inpainting methods.")
     p.add_argument("--masks", default="all", help="all | comma list of centre,left,right,random,pattern")
-    p.add_argument("--methods", default="all", help="all | comma list (si,si-ld,si-ld+,ce,gfc,telea,ns,biharmonic,mean)")
+    p.add_argument(
+        "--methods", default="all", help="all | comma list (si,si-ld,si-ld+,ce,gfc,telea,ns,biharmonic,mean)"
+    )
     p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
     p.add_argument("--n-images", type=int, default=None, help="test images (preset: quick 8, paper 500)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
@@ -46,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=None, help="latents per image (quick 16, paper 64)")
     p.add_argument("--lambda", dest="prior_weight", type=float, default=0.003, help="prior loss weight")
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use, one Ray actor each (default: all visible)")
-    p.add_argument("--workers", type=int, default=None, help="CPU workers when --gpus 0 (default: one per core; 0 = in-process, no Ray)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="CPU workers when --gpus 0 (default: one per core; 0 = in-process, no Ray)",
+    )
     p.add_argument("--shard-size", type=int, default=4, help="images per work unit for latent methods")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory (default results/runs/<timestamp>)")
@@ -106,7 +113,11 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         raise UsageError(f"--data: {e}") from None
     if n_images > len(ds.test_ids):
         raise UsageError(f"--n-images {n_images}: {a.data} has only {len(ds.test_ids)} test images")
-    for flag, path in (("--weights-dcgan", a.weights_dcgan), ("--weights-ce", a.weights_ce), ("--weights-gfc", a.weights_gfc)):
+    for flag, path in (
+        ("--weights-dcgan", a.weights_dcgan),
+        ("--weights-ce", a.weights_ce),
+        ("--weights-gfc", a.weights_gfc),
+    ):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag}: no such file {path}")
     from facefill_core.inpainters import method_info
@@ -116,14 +127,31 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     for m in methods:
         kind = method_info(m).weights
         if kind and not given[kind] and not os.path.isfile(shipped_path(kind)):
-            raise UsageError(f"method {m} needs {kind} weights: {shipped_path(kind)} is missing (train them, or pass --weights-{kind})")
+            raise UsageError(
+                f"method {m} needs {kind} weights: {shipped_path(kind)} is missing "
+                f"(train them, or pass --weights-{kind})"
+            )
     out = a.out or os.path.join("results", "runs", dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S"))
     _check_writable(out)
     cfg = BenchConfig(
-        masks=masks, methods=methods, data=a.data, preset=a.preset, n_images=n_images, candidates=candidates,
-        iters=iters, prior_weight=a.prior_weight, seed=a.seed, gpus=gpus, workers=workers,
-        shard_size=a.shard_size, out=os.path.abspath(out), address=a.address, box=box,
-        weights_dcgan=a.weights_dcgan, weights_ce=a.weights_ce, weights_gfc=a.weights_gfc,
+        masks=masks,
+        methods=methods,
+        data=a.data,
+        preset=a.preset,
+        n_images=n_images,
+        candidates=candidates,
+        iters=iters,
+        prior_weight=a.prior_weight,
+        seed=a.seed,
+        gpus=gpus,
+        workers=workers,
+        shard_size=a.shard_size,
+        out=os.path.abspath(out),
+        address=a.address,
+        box=box,
+        weights_dcgan=a.weights_dcgan,
+        weights_ce=a.weights_ce,
+        weights_gfc=a.weights_gfc,
         inject_crash=a.inject_crash,
     )
     return cfg, a
@@ -152,7 +180,12 @@ def _check_writable(out: str) -> None:
 def _git_commit() -> Optional[str]:
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except Exception:  # noqa: BLE001
         return None
 
@@ -161,7 +194,16 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for p in ("torch", "numpy", "scikit-image", "opencv-python-headless", "ray", "scipy", "facefill", "gan-face-generate"):
+    for p in (
+        "torch",
+        "numpy",
+        "scikit-image",
+        "opencv-python-headless",
+        "ray",
+        "scipy",
+        "facefill",
+        "gan-face-generate",
+    ):
         try:
             out[p] = md.version(p)
         except md.PackageNotFoundError:
@@ -189,9 +231,13 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool) -> dict:
     if os.path.exists(path):
         old = json.load(open(path))
         if not resume:
-            raise UsageError(f"--out {cfg.out} already holds a run: add --resume to continue it, or choose another --out")
+            raise UsageError(
+                f"--out {cfg.out} already holds a run: add --resume to continue it, or choose another --out"
+            )
         if old.get("identity") != json.loads(json.dumps(cfg.identity())):
-            diff = [k for k in cfg.identity() if old.get("identity", {}).get(k) != json.loads(json.dumps(cfg.identity()))[k]]
+            diff = [
+                k for k in cfg.identity() if old.get("identity", {}).get(k) != json.loads(json.dumps(cfg.identity()))[k]
+            ]
             raise UsageError(f"--resume: {cfg.out} was run with other settings ({', '.join(diff)})")
     ds = FaceDataset(cfg.data, box=cfg.box)
     manifest = {
@@ -202,8 +248,12 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool) -> dict:
         "metric_settings": METRIC_SETTINGS,
         "versions": _versions(),
         "git_commit": _git_commit(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        },
         "command": ["python", "-m", "bench.run", *sys.argv[1:]],
         "started": dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -267,8 +317,12 @@ def execute(cfg: BenchConfig, units: list, progress: bool = True, verbose: bool 
         n_actors, per_actor = cfg.workers, {"num_cpus": 1}
         threads = max(1, n_cpu // cfg.workers)
         device = "cpu"
-    init_kw = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                   log_to_driver=verbose, configure_logging=True)
+    init_kw = dict(
+        include_dashboard=False,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        log_to_driver=verbose,
+        configure_logging=True,
+    )
     if cfg.address:
         ray.init(address=cfg.address, **init_kw)
     else:
@@ -276,8 +330,10 @@ def execute(cfg: BenchConfig, units: list, progress: bool = True, verbose: bool 
         ray.init(num_cpus=n_actors, num_gpus=cfg.gpus, _node_ip_address="127.0.0.1", **init_kw)
     try:
         Worker = make_ray_worker()
-        actors = [Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(cfg, cfg.out, device, threads)
-                  for _ in range(min(n_actors, len(units)))]
+        actors = [
+            Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(cfg, cfg.out, device, threads)
+            for _ in range(min(n_actors, len(units)))
+        ]
         pool = ActorPool(actors)
         for result in pool.map_unordered(lambda a, u: a.run.remote(u), units):
             write_unit(cfg.out, result)

@@ -76,8 +76,13 @@ class UnitRunner:
         from facefill_core.inpainters import build
 
         if name not in self._methods:
-            weights = {"si": self.cfg.weights_dcgan, "si-ld": self.cfg.weights_dcgan, "si-ld+": self.cfg.weights_dcgan,
-                       "ce": self.cfg.weights_ce, "gfc": self.cfg.weights_gfc}.get(name)
+            weights = {
+                "si": self.cfg.weights_dcgan,
+                "si-ld": self.cfg.weights_dcgan,
+                "si-ld+": self.cfg.weights_dcgan,
+                "ce": self.cfg.weights_ce,
+                "gfc": self.cfg.weights_gfc,
+            }.get(name)
             self._methods[name] = build(name, self.cfg.inpaint_config(name), weights, self.device, self.box)
             m = self._methods[name]
             if hasattr(m, "search") and m.search.predictor is not None:
@@ -106,10 +111,16 @@ class UnitRunner:
         records = []
         for j, i in enumerate(range(unit.start, unit.stop)):
             rec = {
-                "image_id": self.ids[i], "image_index": i, "method": unit.method, "mask": unit.mask,
-                "psnr": float(m["psnr"][j]), "ssim": float(m["ssim"][j]),
+                "image_id": self.ids[i],
+                "image_index": i,
+                "method": unit.method,
+                "mask": unit.mask,
+                "psnr": float(m["psnr"][j]),
+                "ssim": float(m["ssim"][j]),
                 "nme": None if not np.isfinite(m["nme"][j]) else float(m["nme"][j]),
-                "seconds": round(seconds, 4), "device": self.device, "landmark_backend": "cpp",
+                "seconds": round(seconds, 4),
+                "device": self.device,
+                "landmark_backend": "cpp",
             }
             if "dropped" in extra:
                 rec["dropped_candidates"] = int(extra["dropped"][j])

@@ -49,6 +49,7 @@ class InpaintConfig:
     steer_sigma: float = 0.05
     steer_pairs: int = 4
     steer_start: float = 0.3  # fraction of iterations before steering begins
+    steer_target: str = "whole"  # whole G(z) | composite (known pixels of y + hole of G(z))
     blend: str = "none"  # none | poisson
     seed: int = 0
     landmark_threads: int = 0
@@ -85,8 +86,9 @@ class BenchConfig:
     inject_crash: Optional[str] = None  # test hook: a worker dies (os._exit) on this unit, once
 
     def inpaint_config(self, method: str) -> InpaintConfig:
-        return InpaintConfig(method=method, candidates=self.candidates, iters=self.iters,
-                             prior_weight=self.prior_weight, seed=self.seed)
+        return InpaintConfig(
+            method=method, candidates=self.candidates, iters=self.iters, prior_weight=self.prior_weight, seed=self.seed
+        )
 
     # what must match for --resume to reuse records
     def identity(self) -> dict:

@@ -217,8 +217,10 @@ class FaceDataset:
 
     @staticmethod
     def _celeba_split(folder: str) -> Optional[dict]:
-        for p in (os.path.join(folder, "list_eval_partition.txt"),
-                  os.path.join(os.path.dirname(folder.rstrip("/")), "list_eval_partition.txt")):
+        for p in (
+            os.path.join(folder, "list_eval_partition.txt"),
+            os.path.join(os.path.dirname(folder.rstrip("/")), "list_eval_partition.txt"),
+        ):
             if os.path.isfile(p):
                 out = {}
                 with open(p) as f:
@@ -269,8 +271,12 @@ class FaceDataset:
         return self._box
 
     def metadata(self) -> dict:
-        return {"data": str(self.spec), "box": list(self.box),
-                "n_train": len(self.train_ids), "n_test": len(self.test_ids)}
+        return {
+            "data": str(self.spec),
+            "box": list(self.box),
+            "n_train": len(self.train_ids),
+            "n_test": len(self.test_ids),
+        }
 
 
 def calibrate_box(images: np.ndarray, scale: int = 4) -> tuple[tuple[int, int, int, int], int]:

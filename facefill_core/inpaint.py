@@ -62,7 +62,12 @@ def check_inputs(images: Tensor, holes: Tensor) -> None:
         raise TypeError(f"images and holes must be torch tensors, got {type(images).__name__}, {type(holes).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-    if holes.dim() != 4 or holes.shape[1] != 1 or holes.shape[0] != images.shape[0] or holes.shape[2:] != images.shape[2:]:
+    if (
+        holes.dim() != 4
+        or holes.shape[1] != 1
+        or holes.shape[0] != images.shape[0]
+        or holes.shape[2:] != images.shape[2:]
+    ):
         raise ValueError(f"holes must be (N, 1, H, W) matching images {tuple(images.shape)}, got {tuple(holes.shape)}")
     if not torch.isfinite(images).all() or images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
         raise ValueError("images must be finite and in [-1, 1]")
@@ -70,7 +75,9 @@ def check_inputs(images: Tensor, holes: Tensor) -> None:
         raise ValueError("holes must contain only 0 (known) and 1 (missing)")
     full = holes.flatten(1).min(1).values >= 1
     if full.any():
-        raise ValueError(f"hole covers the whole image for image(s) {full.nonzero().flatten().tolist()}: there is no context")
+        raise ValueError(
+            f"hole covers the whole image for image(s) {full.nonzero().flatten().tolist()}: there is no context"
+        )
 
 
 def damaged(images: Tensor, holes: Tensor, fill: float = 0.0) -> Tensor:
@@ -113,10 +120,14 @@ class LatentSearchInpainter:
             raise ValueError(f"candidates must be >= 1 and iters >= 0, got {cfg.candidates}, {cfg.iters}")
         if cfg.z_init not in ("uniform", "normal"):
             raise ValueError(f"z_init must be 'uniform' or 'normal', got {cfg.z_init!r}")
+        if cfg.steer_target not in ("whole", "composite"):
+            raise ValueError(f"steer_target must be 'whole' or 'composite', got {cfg.steer_target!r}")
         if cfg.blend not in ("none", "poisson"):
             raise ValueError(f"blend must be 'none' or 'poisson', got {cfg.blend!r}")
         self.cfg = cfg
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.G, self.D = G.to(self.device), D.to(self.device)
         for m in (self.G, self.D):
             m.eval()
@@ -143,7 +154,12 @@ class LatentSearchInpainter:
             )
         return out
 
-    def _steer_grad(self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int) -> Tensor:
+    def _steer_view(self, gz: Tensor, y: Tensor, m: Tensor) -> Tensor:
+        """What the steering term looks at: the whole G(z), or the composite (known pixels of y,
+        hole of G(z)), which is what the output will be."""
+        return gz if self.cfg.steer_target == "whole" else composite(y, gz, m)
+
+    def _steer_grad(self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int, y: Tensor, m: Tensor) -> Tensor:
         """Antithetic zeroth-order estimate of dE/dz, E = mean landmark distance (px) of the
         whole G(z) to the reference."""
         cfg, k, n = self.cfg, self.cfg.candidates, z.shape[0]
@@ -154,8 +170,9 @@ class LatentSearchInpainter:
             u[b * k : (b + 1) * k] = torch.randn(k, p, self.z_dim, generator=g)
         u = u.to(z.device)
         zz = torch.cat([(z[:, None] + s * u), (z[:, None] - s * u)], 1).clamp(-1, 1).reshape(-1, self.z_dim)
+        rep = lambda a: a.repeat_interleave(2 * p, 0)  # noqa: E731
         with torch.no_grad():
-            pts = self._points(self.G(zz), rounded=False).reshape(n, 2 * p, 68, 2)
+            pts = self._points(self._steer_view(self.G(zz), rep(y), rep(m)), rounded=False).reshape(n, 2 * p, 68, 2)
         ref_rep = np.repeat(refs, k, axis=0)[:, None]
         e = torch.from_numpy(landmark_distance(ref_rep, pts)).float().to(z.device)  # (n, 2p)
         diff = (e[:, :p] - e[:, p:]) / (2 * s)
@@ -183,7 +200,7 @@ class LatentSearchInpainter:
         """
         t_start = time.perf_counter()
         check_inputs(images, holes)
-        cfg, k = self.cfg, self.cfg.candidates
+        cfg = self.cfg
         b_all = images.shape[0]
         indices = list(range(b_all)) if image_indices is None else [int(i) for i in image_indices]
         if len(indices) != b_all:
@@ -216,8 +233,15 @@ class LatentSearchInpainter:
         if cfg.blend == "poisson":
             out = poisson_blend(images, gen_out, holes)
         return InpaintResult(
-            completed=out.cpu(), generated=gen_out.cpu(), z=z_out, dropped=dropped, reference=refs_all,
-            trajectory=traj, ld_trace=ld_trace, seconds=time.perf_counter() - t_start, **res,
+            completed=out.cpu(),
+            generated=gen_out.cpu(),
+            z=z_out,
+            dropped=dropped,
+            reference=refs_all,
+            trajectory=traj,
+            ld_trace=ld_trace,
+            seconds=time.perf_counter() - t_start,
+            **res,
         )
 
     def _search(self, images, holes, indices, record_trajectory, record_ld) -> dict:
@@ -255,7 +279,7 @@ class LatentSearchInpainter:
             loss.backward()
             if steering and t >= steer_from:
                 if g_steer is None or (t - steer_from) % cfg.steer_every == 0:
-                    g_steer = self._steer_grad(z.detach(), refs, indices, t)
+                    g_steer = self._steer_grad(z.detach(), refs, indices, t, y, m)
                 z.grad.add_(g_steer, alpha=cfg.steer_weight)
             opt.step()
             with torch.no_grad():
@@ -277,7 +301,7 @@ class LatentSearchInpainter:
                 ld = torch.from_numpy(self._ld(to_uint8_nhwc(damaged(gz, m)), refs, k)).float().to(dev)
                 total = total + ld
             if steering:
-                pts = self._points(gz, rounded=False)
+                pts = self._points(self._steer_view(gz, y, m), rounded=False)
                 steer = torch.from_numpy(landmark_distance(np.repeat(refs, k, axis=0), pts)).float().to(dev)
                 total = total + cfg.steer_weight * steer
         total = total.view(b, k)
@@ -292,9 +316,16 @@ class LatentSearchInpainter:
         sel = torch.arange(b, device=dev) * k + best
         gen = gz[sel]
         return dict(
-            completed=composite(images, gen, holes), generated=gen, z=z.detach()[sel].cpu(),
-            loss=total.flatten()[sel].cpu(), lc=lc[sel].cpu(), lp=lp[sel].cpu(), ld=ld[sel].cpu(),
-            steer=steer[sel].cpu(), dropped=dropped, refs=refs,
+            completed=composite(images, gen, holes),
+            generated=gen,
+            z=z.detach()[sel].cpu(),
+            loss=total.flatten()[sel].cpu(),
+            lc=lc[sel].cpu(),
+            lp=lp[sel].cpu(),
+            ld=ld[sel].cpu(),
+            steer=steer[sel].cpu(),
+            dropped=dropped,
+            refs=refs,
             trajectory=torch.stack(traj) if traj is not None else None,
             ld_trace=np.stack(ld_trace) if ld_trace else None,
         )

@@ -87,7 +87,12 @@ class FeedForwardInpainter(Inpainter):
             out = self.net(fill_mean(x, h, self.mean_colour))
         else:  # per-image noise seeded by its id: independent of the batch
             ids = range(len(x)) if image_indices is None else image_indices
-            inp = torch.cat([gfc_input(x[i : i + 1], h[i : i + 1], torch.Generator().manual_seed(int(j))) for i, j in enumerate(ids)])
+            inp = torch.cat(
+                [
+                    gfc_input(x[i : i + 1], h[i : i + 1], torch.Generator().manual_seed(int(j)))
+                    for i, j in enumerate(ids)
+                ]
+            )
             out = self.net(inp)
         return composite(images, out.cpu().to(images.dtype), holes)
 
@@ -109,7 +114,9 @@ class ClassicalInpainter(Inpainter):
 
 
 def _latent(name):
-    return lambda cfg=InpaintConfig(), weights=None, device=None, box=None: LatentInpainter(name, cfg, weights, device, box)
+    return lambda cfg=InpaintConfig(), weights=None, device=None, box=None: LatentInpainter(
+        name, cfg, weights, device, box
+    )
 
 
 def _ff(name):
@@ -125,7 +132,12 @@ REGISTRY: dict[str, MethodInfo] = {
     for m in [
         MethodInfo("si", "Yeh et al. latent search: Lc + Lp", "dcgan", _latent("si")),
         MethodInfo("si-ld", "the thesis: Lc + Lp + Ld (count; selects, never steers)", "dcgan", _latent("si-ld")),
-        MethodInfo("si-ld+", "Lc + Lp + Ld + mu*E, E's gradient estimated by antithetic differences", "dcgan", _latent("si-ld+")),
+        MethodInfo(
+            "si-ld+",
+            "Lc + Lp + Ld + mu*E, E's gradient estimated by antithetic differences",
+            "dcgan",
+            _latent("si-ld+"),
+        ),
         MethodInfo("ce", "Context Encoder (Pathak et al. 2016)", "ce", _ff("ce")),
         MethodInfo("gfc", "Generative Face Completion (Li et al. 2017), no parsing loss", "gfc", _ff("gfc")),
         MethodInfo("telea", "OpenCV cv2.inpaint, Telea", None, _classical("telea")),
@@ -143,7 +155,9 @@ def method_info(name: str) -> MethodInfo:
     return REGISTRY[name]
 
 
-def build(name: str, cfg: Optional[InpaintConfig] = None, weights: Optional[str] = None, device=None, box=None) -> Inpainter:
+def build(
+    name: str, cfg: Optional[InpaintConfig] = None, weights: Optional[str] = None, device=None, box=None
+) -> Inpainter:
     """Construct a method by its command-line name. Raises ValueError listing the known ones."""
     info = method_info(name)
     return info.build(cfg or InpaintConfig(), weights, device, box)

@@ -171,9 +171,7 @@ class LandmarkPredictor:
         ref = _check_reference(reference, self.num_parts)
         n, h, w = images.shape[:3]
         b = _check_boxes(box, None, n, h, w)
-        return self._sp.predict_penalty(
-            images, b, ref, float(margin_px), float(step), rounded, self.num_threads
-        )
+        return self._sp.predict_penalty(images, b, ref, float(margin_px), float(step), rounded, self.num_threads)
 
     def export(self) -> dict:
         """The model's parameters as numpy arrays (for the torch cascade)."""

@@ -69,7 +69,9 @@ def prior_loss(logits: Tensor, weight: float = 0.003, reduction: str = "none") -
     return _reduce(weight * F.logsigmoid(-logits), reduction)
 
 
-def landmark_count_loss(reference: np.ndarray, predicted: np.ndarray, margin_px: float = 3.0, step: float = 0.5) -> np.ndarray:
+def landmark_count_loss(
+    reference: np.ndarray, predicted: np.ndarray, margin_px: float = 3.0, step: float = 0.5
+) -> np.ndarray:
     """The thesis's L_d per candidate (see :func:`facefill_core.landmarks.landmark_penalty`)."""
     from facefill_core.landmarks import landmark_penalty
 

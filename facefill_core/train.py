@@ -311,9 +311,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     cfg = TrainConfig(
-        model=a.model, data=a.data, iters=a.iters, batch_size=a.batch_size, lr=a.lr, ngf=a.ngf,
-        ndf=a.ndf, seed=a.seed, n_train=a.n_train, checkpoint_every=a.checkpoint_every,
-        device=a.device, num_threads=a.threads,
+        model=a.model,
+        data=a.data,
+        iters=a.iters,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        ngf=a.ngf,
+        ndf=a.ndf,
+        seed=a.seed,
+        n_train=a.n_train,
+        checkpoint_every=a.checkpoint_every,
+        device=a.device,
+        num_threads=a.threads,
     )
     command = ["python", "-m", "facefill_core.train", *argv]
     try:

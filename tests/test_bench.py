@@ -9,8 +9,21 @@ from bench.report import build_report
 from bench.run import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--masks", "centre,random", "--methods", "si-ld,ce,telea,mean", "--n-images", "2", "--shard-size", "1",
-        "--iters", "3", "--candidates", "2", "--no-progress"]
+TINY = [
+    "--masks",
+    "centre,random",
+    "--methods",
+    "si-ld,ce,telea,mean",
+    "--n-images",
+    "2",
+    "--shard-size",
+    "1",
+    "--iters",
+    "3",
+    "--candidates",
+    "2",
+    "--no-progress",
+]
 
 
 def _read(run, name):
@@ -38,8 +51,16 @@ def test_end_to_end_in_process(inproc_run):
         assert 5 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
     man = json.loads(_read(inproc_run, "manifest.json"))
     assert man["metric_settings"]["ssim"]["gaussian_weights"] is True and man["config"]["iters"] == 3
-    for f in ("tables.md", "tables/psnr.csv", "tables/ssim.csv", "tables/nme.csv", "figures/grid_centre.png",
-              "figures/bars_psnr_ssim.png", "run.log", "masks/random.npy"):
+    for f in (
+        "tables.md",
+        "tables/psnr.csv",
+        "tables/ssim.csv",
+        "tables/nme.csv",
+        "figures/grid_centre.png",
+        "figures/bars_psnr_ssim.png",
+        "run.log",
+        "masks/random.npy",
+    ):
         assert os.path.exists(os.path.join(inproc_run, f)), f
     assert "| si-ld" in _read(inproc_run, "tables.md")
 
@@ -76,7 +97,18 @@ def test_kill_and_resume_same_tables(inproc_run, tmp_path):
 def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
     out = str(tmp_path / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "bench.run", *TINY, "--workers", "2", "--out", out, "--inject-crash", "telea__random__00000-00002"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        *TINY,
+        "--workers",
+        "2",
+        "--out",
+        out,
+        "--inject-crash",
+        "telea__random__00000-00002",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(out, ".crashed-telea__random__00000-00002"))  # a worker really died

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -24,7 +23,9 @@ def faces():
 
 def _inp(prior, **kw):
     g, d, meta = prior
-    return LatentSearchInpainter(g, d, InpaintConfig(**{"candidates": 4, "iters": 10, **kw}), box=meta["box"], device="cpu")
+    return LatentSearchInpainter(
+        g, d, InpaintConfig(**{"candidates": 4, "iters": 10, **kw}), box=meta["box"], device="cpu"
+    )
 
 
 def test_si_and_si_ld_trajectories_identical(prior, faces):
@@ -76,7 +77,9 @@ def test_recovers_face_rendered_by_prior(prior):
     with torch.no_grad():
         x = g(z_true)
     h = make_masks(MaskConfig("centre"), 1)
-    r = LatentSearchInpainter(g, d, InpaintConfig(candidates=8, iters=150, lr=0.03), box=meta["box"], device="cpu").inpaint(x, h)
+    r = LatentSearchInpainter(
+        g, d, InpaintConfig(candidates=8, iters=150, lr=0.03), box=meta["box"], device="cpu"
+    ).inpaint(x, h)
     from facefill_core.baselines import mean_fill
 
     p_si = psnr(to_unit_range(r.completed), to_unit_range(x))[0]
@@ -100,7 +103,9 @@ def test_bad_inputs(prior, faces):
     assert torch.equal(r.completed, faces)
     with pytest.raises(ValueError, match="whole image .* no context"):
         inp.inpaint(faces, torch.ones(2, 1, 64, 64))
-    with pytest.raises(ValueError, match=r"holes must be \(N, 1, H, W\) matching images \(2, 3, 64, 64\), got \(2, 1, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"holes must be \(N, 1, H, W\) matching images \(2, 3, 64, 64\), got \(2, 1, 32, 32\)"
+    ):
         inp.inpaint(faces, torch.zeros(2, 1, 32, 32))
     with pytest.raises(ValueError, match=r"images must be \(N, 3, H, W\), got \(3, 64, 64\)"):
         inp.inpaint(faces[0], torch.zeros(1, 1, 64, 64))

@@ -17,8 +17,15 @@ def test_ssim_identity_and_reference():
     x = torch.rand(2, 3, 64, 64, generator=g)
     assert ssim(x, x) == pytest.approx([1.0, 1.0])
     y = (x + 0.1 * torch.randn(2, 3, 64, 64, generator=g)).clamp(0, 1)
-    ref = structural_similarity(x[0].permute(1, 2, 0).double().numpy(), y[0].permute(1, 2, 0).double().numpy(),
-                                data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1)
+    ref = structural_similarity(
+        x[0].permute(1, 2, 0).double().numpy(),
+        y[0].permute(1, 2, 0).double().numpy(),
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+    )
     assert ssim(y, x)[0] == pytest.approx(ref)
     assert 0.3 < ref < 0.95
 

@@ -9,8 +9,17 @@ from facefill_core.train import main, train
 
 
 def _cfg(**kw):
-    base = dict(model="dcgan", data="embedded", iters=3, batch_size=8, ngf=8, ndf=8, n_train=32,
-                checkpoint_every=2, num_threads=1)
+    base = dict(
+        model="dcgan",
+        data="embedded",
+        iters=3,
+        batch_size=8,
+        ngf=8,
+        ndf=8,
+        n_train=32,
+        checkpoint_every=2,
+        num_threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -42,11 +51,29 @@ def test_resume_refuses_other_config(tmp_path):
 def test_cli_records_command_and_exports(tmp_path):
     out = tmp_path / "run"
     exp = tmp_path / "w.pt"
-    argv = ["dcgan", "--iters", "2", "--batch-size", "4", "--ngf", "8", "--ndf", "8", "--n-train", "16",
-            "--threads", "1", "--out", str(out), "--no-progress", "--export", str(exp)]
+    argv = [
+        "dcgan",
+        "--iters",
+        "2",
+        "--batch-size",
+        "4",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--n-train",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--export",
+        str(exp),
+    ]
     assert main(argv) == 0
     cmd = json.load(open(out / "command.json"))
-    assert cmd["command"][-len(argv):] == argv
+    assert cmd["command"][-len(argv) :] == argv
     meta = json.load(open(tmp_path / "w.json"))
     assert meta["iters"] == 2 and len(meta["sha256"]) == 64
     from facefill_core.pretrained import load_dcgan

@@ -37,8 +37,8 @@ def hole_boxes(holes: Tensor) -> list[tuple[int, int, int, int]]:
 def crop_holes(x: Tensor, holes: Tensor, size: int = 32) -> Tensor:
     """The hole's bounding box of each image, resized to ``size x size`` (GFC's local view)."""
     crops = []
-    for img, (t, l, b, r) in zip(x, hole_boxes(holes)):
-        c = img[:, t:b, l:r][None]
+    for img, (top, left, bottom, right) in zip(x, hole_boxes(holes)):
+        c = img[:, top:bottom, left:right][None]
         crops.append(torch.nn.functional.interpolate(c, size=(size, size), mode="bilinear", align_corners=False))
     return torch.cat(crops)
 

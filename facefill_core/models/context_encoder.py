@@ -40,15 +40,20 @@ class ContextEncoder(nn.Module):
         self.nf = nf
 
         def down(i, o, bn=True):
-            return [nn.Conv2d(i, o, 4, 2, 1, bias=False)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, True)]
+            return (
+                [nn.Conv2d(i, o, 4, 2, 1, bias=False)] + ([nn.BatchNorm2d(o)] if bn else []) + [nn.LeakyReLU(0.2, True)]
+            )
 
         def up(i, o):
             return [nn.ConvTranspose2d(i, o, 4, 2, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(True)]
 
-        self.encoder = nn.Sequential(*down(3, nf, bn=False), *down(nf, nf * 2), *down(nf * 2, nf * 4), *down(nf * 4, nf * 8))
+        self.encoder = nn.Sequential(
+            *down(3, nf, bn=False), *down(nf, nf * 2), *down(nf * 2, nf * 4), *down(nf * 4, nf * 8)
+        )
         self.bottleneck = nn.Sequential(ChannelwiseFC(nf * 8, 16), nn.Conv2d(nf * 8, nf * 8, 1), nn.ReLU(True))
-        self.decoder = nn.Sequential(*up(nf * 8, nf * 4), *up(nf * 4, nf * 2), *up(nf * 2, nf),
-                                     nn.ConvTranspose2d(nf, 3, 4, 2, 1), nn.Tanh())
+        self.decoder = nn.Sequential(
+            *up(nf * 8, nf * 4), *up(nf * 4, nf * 2), *up(nf * 2, nf), nn.ConvTranspose2d(nf, 3, 4, 2, 1), nn.Tanh()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.bottleneck(self.encoder(x)))
@@ -95,8 +100,9 @@ class CETask:
         comp = torch.where(holes > 0.5, out, real)
         ones = torch.ones(real.shape[0], device=self.device)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d = F.binary_cross_entropy_with_logits(self.D(real), ones) + \
-            F.binary_cross_entropy_with_logits(self.D(comp.detach()), ones * 0)
+        loss_d = F.binary_cross_entropy_with_logits(self.D(real), ones) + F.binary_cross_entropy_with_logits(
+            self.D(comp.detach()), ones * 0
+        )
         loss_d.backward()
         self.opt_d.step()
         self.opt_g.zero_grad(set_to_none=True)
@@ -114,9 +120,14 @@ class CETask:
         out = self.net(fill_mean(x.to(self.device), h.to(self.device), self.mean_colour)).cpu()
         self.net.train()
         damaged = torch.where(h > 0.5, torch.ones_like(x), x)
-        return torch.cat([x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8],
-                          x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]])
+        return torch.cat(
+            [x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8], x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]]
+        )
 
     def export(self) -> dict:
-        return {"kind": "ce", "config": {"nf": self.cfg.ngf}, "G": half_state(self.net),
-                "mean_colour": self.mean_colour}
+        return {
+            "kind": "ce",
+            "config": {"nf": self.cfg.ngf},
+            "G": half_state(self.net),
+            "mean_colour": self.mean_colour,
+        }

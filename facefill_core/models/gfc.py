@@ -29,9 +29,12 @@ class GFCGenerator(nn.Module):
         super().__init__()
         self.nf = nf
         self.encoder = nn.Sequential(
-            *_block(4, nf, 1), *_block(nf, nf * 2, 2),  # 32
-            *_block(nf * 2, nf * 2, 1), *_block(nf * 2, nf * 4, 2),  # 16
-            *_block(nf * 4, nf * 4, 1), *_block(nf * 4, nf * 8, 2),  # 8
+            *_block(4, nf, 1),
+            *_block(nf, nf * 2, 2),  # 32
+            *_block(nf * 2, nf * 2, 1),
+            *_block(nf * 2, nf * 4, 2),  # 16
+            *_block(nf * 4, nf * 4, 1),
+            *_block(nf * 4, nf * 8, 2),  # 8
             *_block(nf * 8, nf * 8, 1),
         )
 
@@ -39,9 +42,13 @@ class GFCGenerator(nn.Module):
             return [nn.ConvTranspose2d(i, o, 4, 2, 1, bias=False), nn.BatchNorm2d(o), nn.ELU(inplace=True)]
 
         self.decoder = nn.Sequential(
-            *up(nf * 8, nf * 4), *_block(nf * 4, nf * 4, 1),
-            *up(nf * 4, nf * 2), *_block(nf * 2, nf * 2, 1),
-            *up(nf * 2, nf), nn.Conv2d(nf, 3, 3, 1, 1), nn.Tanh(),
+            *up(nf * 8, nf * 4),
+            *_block(nf * 4, nf * 4, 1),
+            *up(nf * 4, nf * 2),
+            *_block(nf * 2, nf * 2, 1),
+            *up(nf * 2, nf),
+            nn.Conv2d(nf, 3, 3, 1, 1),
+            nn.Tanh(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,9 +61,14 @@ class LocalDiscriminator(nn.Module):
     def __init__(self, ndf: int = 32) -> None:
         super().__init__()
         self.main = nn.Sequential(
-            nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(3, ndf, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 4, 1, 4, 1, 0),
         )
 
@@ -84,7 +96,9 @@ class GFCTask:
         for m in (self.net, self.Dg, self.Dl):
             m.apply(init_weights)
         self.opt_g = torch.optim.Adam(self.net.parameters(), cfg.lr, betas=(cfg.beta1, 0.999))
-        self.opt_d = torch.optim.Adam(list(self.Dg.parameters()) + list(self.Dl.parameters()), cfg.lr, betas=(cfg.beta1, 0.999))
+        self.opt_d = torch.optim.Adam(
+            list(self.Dg.parameters()) + list(self.Dl.parameters()), cfg.lr, betas=(cfg.beta1, 0.999)
+        )
         self._fixed = None
 
     def set_data(self, data_u8, mean_colour) -> None:
@@ -108,8 +122,12 @@ class GFCTask:
         bce = F.binary_cross_entropy_with_logits
         real_local, fake_local = crop_holes(real, holes), crop_holes(comp, holes)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d = bce(self.Dg(real), ones) + bce(self.Dg(comp.detach()), zeros) + \
-            bce(self.Dl(real_local), ones) + bce(self.Dl(fake_local.detach()), zeros)
+        loss_d = (
+            bce(self.Dg(real), ones)
+            + bce(self.Dg(comp.detach()), zeros)
+            + bce(self.Dl(real_local), ones)
+            + bce(self.Dl(fake_local.detach()), zeros)
+        )
         loss_d.backward()
         self.opt_d.step()
         self.opt_g.zero_grad(set_to_none=True)
@@ -127,8 +145,9 @@ class GFCTask:
         out = self.net(gfc_input(x.to(self.device), h.to(self.device), torch.Generator().manual_seed(0))).cpu()
         self.net.train()
         damaged = torch.where(h > 0.5, torch.ones_like(x), x)
-        return torch.cat([x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8],
-                          x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]])
+        return torch.cat(
+            [x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8], x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]]
+        )
 
     def export(self) -> dict:
         return {"kind": "gfc", "config": {"nf": self.cfg.ngf}, "G": half_state(self.net)}

@@ -24,7 +24,9 @@ def setup():
 
 def _run(setup, method, iters=STEPS, k=64, **kw):
     g, d, meta, x, h = setup
-    inp = LatentSearchInpainter(g, d, InpaintConfig(method=method, candidates=k, iters=iters, **kw), box=meta["box"], device="cpu")
+    inp = LatentSearchInpainter(
+        g, d, InpaintConfig(method=method, candidates=k, iters=iters, **kw), box=meta["box"], device="cpu"
+    )
     return lambda: inp.inpaint(x, h)
 
 
@@ -49,6 +51,9 @@ def test_z_step_ratio(ratios):
     if "step_si" not in ratios or "step_si-ld" not in ratios:
         pytest.skip("run with make bench")
     r = ratios["step_si-ld"] / ratios["step_si"]
-    print(f"\nstep K=64: si {ratios['step_si']*1e3:.1f} ms, si-ld {ratios['step_si-ld']*1e3:.1f} ms ({r:.2f}x), "
-          f"si-ld+ {ratios['step_si-ld+']*1e3:.1f} ms; paper preset per image-mask ~ {ratios['step_si-ld']*1000:.0f} s")
+    print(
+        f"\nstep K=64: si {ratios['step_si'] * 1e3:.1f} ms, si-ld {ratios['step_si-ld'] * 1e3:.1f} ms ({r:.2f}x), "
+        f"si-ld+ {ratios['step_si-ld+'] * 1e3:.1f} ms; "
+        f"paper preset per image-mask ~ {ratios['step_si-ld'] * 1000:.0f} s"
+    )
     assert r <= 1.10

@@ -2,7 +2,6 @@
 C++ call, and a Python loop over dlib's Python API. Targets (ratios of minima, one run):
 all cores >= 8x the Python loop; all cores >= 1.8x one thread."""
 
-import numpy as np
 import pytest
 
 from facefill_core.data import FaceDataset
@@ -64,7 +63,9 @@ def test_z_ratios(ratios):
         pytest.skip("run the whole module with --benchmark-only")
     vs_python = ratios["dlib_python"] / ratios["batch_all"]
     vs_one = ratios["batch_1"] / ratios["batch_all"]
-    print(f"\nbatch(all) vs dlib python loop: {vs_python:.2f}x; vs 1 thread: {vs_one:.2f}x; "
-          f"batch(1) vs dlib C++ per image(1): {ratios['dlib_cpp_per_image_1'] / ratios['batch_1']:.2f}x")
+    print(
+        f"\nbatch(all) vs dlib python loop: {vs_python:.2f}x; vs 1 thread: {vs_one:.2f}x; "
+        f"batch(1) vs dlib C++ per image(1): {ratios['dlib_cpp_per_image_1'] / ratios['batch_1']:.2f}x"
+    )
     assert vs_python >= 8.0
     assert vs_one >= 1.8

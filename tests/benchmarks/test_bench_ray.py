@@ -8,8 +8,21 @@ import pytest
 
 from bench.run import main
 
-ARGS = ["--masks", "centre,left", "--methods", "si,telea,mean", "--n-images", "4", "--shard-size", "1",
-        "--iters", "30", "--candidates", "8", "--no-progress"]
+ARGS = [
+    "--masks",
+    "centre,left",
+    "--methods",
+    "si,telea,mean",
+    "--n-images",
+    "4",
+    "--shard-size",
+    "1",
+    "--iters",
+    "30",
+    "--candidates",
+    "8",
+    "--no-progress",
+]
 _count = itertools.count()
 
 
