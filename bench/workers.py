@@ -120,7 +120,8 @@ class UnitRunner:
                 "nme": None if not np.isfinite(m["nme"][j]) else float(m["nme"][j]),
                 "seconds": round(seconds, 4),
                 "device": self.device,
-                "landmark_backend": "cpp",
+                "landmark_backend": getattr(getattr(inp, "search", None), "backend", None),
+                "metric_landmarks": "cpp (dlib, exact)",
             }
             if "dropped" in extra:
                 rec["dropped_candidates"] = int(extra["dropped"][j])

@@ -50,6 +50,8 @@ class InpaintConfig:
     steer_pairs: int = 4
     steer_start: float = 0.3  # fraction of iterations before steering begins
     steer_target: str = "whole"  # whole G(z) | composite (known pixels of y + hole of G(z))
+    soft_temperature: float = 1.0  # si-ldsoft: sigmoid temperature of the smooth cascade
+    landmark_backend: str = "auto"  # auto (cpp on CPU, torch on CUDA) | cpp | torch
     blend: str = "none"  # none | poisson
     seed: int = 0
     landmark_threads: int = 0

@@ -36,7 +36,7 @@ from facefill_core.config import InpaintConfig
 from facefill_core.landmarks import LandmarkPredictor, landmark_penalty, to_uint8_nhwc
 from facefill_core.losses import context_weights, contextual_loss, landmark_distance, prior_loss
 
-METHODS = ("si", "si-ld", "si-ld+")
+METHODS = ("si", "si-ld", "si-ld+", "si-ldsoft")
 
 
 @dataclasses.dataclass
@@ -140,13 +140,31 @@ class LatentSearchInpainter:
         if self.uses_landmarks and self.predictor is None:
             self.predictor = LandmarkPredictor(num_threads=cfg.landmark_threads)
         self._pool = ThreadPoolExecutor(max_workers=1) if self.uses_landmarks else None
+        if cfg.landmark_backend not in ("auto", "cpp", "torch"):
+            raise ValueError(f"landmark_backend must be auto, cpp or torch, got {cfg.landmark_backend!r}")
+        # auto: the C++ batch on a CPU run, the torch cascade next to the models on a GPU
+        self.backend = cfg.landmark_backend
+        if self.backend == "auto":
+            self.backend = "torch" if self.device.type == "cuda" else "cpp"
+        self.tsp = None
+        if self.uses_landmarks and (self.backend == "torch" or cfg.method == "si-ldsoft"):
+            from facefill_core.landmarks_torch import TorchShapePredictor
+
+            self.tsp = TorchShapePredictor(self.predictor.export()).to(self.device)
 
     # -- landmarks ------------------------------------------------------------------------
-    def _points(self, x: Tensor, rounded: bool = True) -> np.ndarray:
-        return self.predictor.predict(to_uint8_nhwc(x), box=self.box, rounded=rounded)
+    def _points(self, x, rounded: bool = True) -> np.ndarray:
+        """Landmarks of ``x`` (a tensor, or uint8 NHWC for the C++ path) with the backend."""
+        if self.backend == "torch":
+            with torch.no_grad():
+                p = self.tsp(x.to(self.device), box=self.box)
+            p = torch.floor(p + 0.5) if rounded else p
+            return p.cpu().numpy().astype(np.float32)
+        u8 = x if isinstance(x, np.ndarray) else to_uint8_nhwc(x)
+        return self.predictor.predict(u8, box=self.box, rounded=rounded)
 
-    def _ld(self, masked_u8: np.ndarray, refs: np.ndarray, k: int) -> np.ndarray:
-        pts = self.predictor.predict(masked_u8, box=self.box, rounded=True)
+    def _ld(self, masked, refs: np.ndarray, k: int) -> np.ndarray:
+        pts = self._points(masked, rounded=True)
         out = np.empty(len(pts))
         for b in range(len(refs)):
             out[b * k : (b + 1) * k] = landmark_penalty(
@@ -177,6 +195,17 @@ class LatentSearchInpainter:
         e = torch.from_numpy(landmark_distance(ref_rep, pts)).float().to(z.device)  # (n, 2p)
         diff = (e[:, :p] - e[:, p:]) / (2 * s)
         return (diff[:, :, None] * u).mean(1)
+
+    def _soft_grad(self, z: Tensor, refs_t: Tensor, y: Tensor, m: Tensor) -> Tensor:
+        """Exact gradient of E_soft = mean distance (px) of the smooth cascade's points on the
+        whole G(z) (or composite) to the reference (si-ldsoft)."""
+        zz = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            view = self._steer_view(self.G(zz), y, m)
+            pts = self.tsp(view, box=self.box, soft=True, temperature=self.cfg.soft_temperature)
+            e = (pts - refs_t).norm(dim=-1).mean(-1)
+            (grad,) = torch.autograd.grad(e.sum(), zz)
+        return grad
 
     # -- search ---------------------------------------------------------------------------
     def inpaint(
@@ -260,7 +289,8 @@ class LatentSearchInpainter:
         z = z0.to(dev).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
         refs = self._points(damaged(images, holes)) if self.uses_landmarks else None
-        steering = cfg.method == "si-ld+"
+        steering = cfg.method in ("si-ld+", "si-ldsoft")
+        refs_t = torch.from_numpy(np.repeat(refs, k, axis=0)).to(dev) if cfg.method == "si-ldsoft" else None
         steer_from = int(cfg.steer_start * cfg.iters)
         traj = [z.detach().cpu().clone()] if record_trajectory else None
         ld_trace = [] if (record_ld and self.uses_landmarks) else None
@@ -272,20 +302,25 @@ class LatentSearchInpainter:
             lp = prior_loss(self.D(gz), cfg.prior_weight)
             fut = None
             if self.uses_landmarks and t % every == 0:
-                masked = to_uint8_nhwc(damaged(gz.detach(), m))
-                fut = self._pool.submit(self._ld, masked, refs, k)  # overlaps with backward
+                if self.backend == "cpp":  # the C++ batch runs GIL-free while torch does backward
+                    fut = self._pool.submit(self._ld, to_uint8_nhwc(damaged(gz.detach(), m)), refs, k)
+                else:
+                    ld_now = self._ld(damaged(gz.detach(), m), refs, k)
             loss = (lc + lp).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if steering and t >= steer_from:
                 if g_steer is None or (t - steer_from) % cfg.steer_every == 0:
-                    g_steer = self._steer_grad(z.detach(), refs, indices, t, y, m)
+                    if cfg.method == "si-ld+":
+                        g_steer = self._steer_grad(z.detach(), refs, indices, t, y, m)
+                    else:
+                        g_steer = self._soft_grad(z.detach(), refs_t, y, m)
                 z.grad.add_(g_steer, alpha=cfg.steer_weight)
             opt.step()
             with torch.no_grad():
                 z.clamp_(-1.0, 1.0)
-            if fut is not None:
-                ld_t = fut.result()  # Ld of z_t: a value only, it cannot move z
+            if self.uses_landmarks and t % every == 0:
+                ld_t = fut.result() if fut is not None else ld_now  # Ld of z_t: a value, it cannot move z
                 if ld_trace is not None:
                     ld_trace.append(ld_t)
             if traj is not None:
@@ -298,7 +333,7 @@ class LatentSearchInpainter:
             ld = torch.zeros_like(total)
             steer = torch.zeros_like(total)
             if self.uses_landmarks:
-                ld = torch.from_numpy(self._ld(to_uint8_nhwc(damaged(gz, m)), refs, k)).float().to(dev)
+                ld = torch.from_numpy(self._ld(damaged(gz, m), refs, k)).float().to(dev)
                 total = total + ld
             if steering:
                 pts = self._points(self._steer_view(gz, y, m), rounded=False)

@@ -138,6 +138,12 @@ REGISTRY: dict[str, MethodInfo] = {
             "dcgan",
             _latent("si-ld+"),
         ),
+        MethodInfo(
+            "si-ldsoft",
+            "Lc + Lp + Ld + mu*E_soft, gradient through a smooth torch cascade",
+            "dcgan",
+            _latent("si-ldsoft"),
+        ),
         MethodInfo("ce", "Context Encoder (Pathak et al. 2016)", "ce", _ff("ce")),
         MethodInfo("gfc", "Generative Face Completion (Li et al. 2017), no parsing loss", "gfc", _ff("gfc")),
         MethodInfo("telea", "OpenCV cv2.inpaint, Telea", None, _classical("telea")),
@@ -146,7 +152,7 @@ REGISTRY: dict[str, MethodInfo] = {
         MethodInfo("mean", "mean colour of the known pixels", None, _classical("mean")),
     ]
 }
-LATENT_METHODS = ("si", "si-ld", "si-ld+")
+LATENT_METHODS = ("si", "si-ld", "si-ld+", "si-ldsoft")
 
 
 def method_info(name: str) -> MethodInfo:
