@@ -2,8 +2,10 @@
 three quality figures (README, issue "face prior"):
 
 (a) a sample grid of 64 G(z), z ~ U[-1, 1];
-(b) of 256 samples, the fraction whose 68 dlib points (canonical box) all fall inside the image,
-    and the fraction in which dlib's face detector finds a face at 4x (the embedded data's own
+(b) of 256 samples, the fraction whose 68 dlib points (canonical box) all fall inside the image
+    (and within 4 px of it: the embedded crops cut the chin, point 8 sits at y = 64.7 on average
+    on the data itself), each beside the same figure on 256 embedded training images; and the
+    fraction in which dlib's face detector finds a face at 4x (the embedded data's own
     rate is printed beside it);
 (c) how well G reproduces held-out test faces: best of 16 latent fits (L1 on the whole image,
     200 Adam steps, lr 0.03, z clipped to [-1, 1]) on 16 test images, mean PSNR.
@@ -88,16 +90,23 @@ def main(argv=None) -> int:
         s = g(z)
     save_grid(s[:64], os.path.join(a.out, "samples.png"))
     u8 = to_uint8_nhwc(s)
-    pts = LandmarkPredictor().predict(u8, box=meta["box"])
-    inside = ((pts >= 0) & (pts <= 63)).all(axis=(1, 2))
-    _, found = calibrate_box(u8)
+    lp = LandmarkPredictor()
     data_u8, _ = FaceDataset("embedded").load_uint8("train", 256)
+
+    def inside(images, margin):
+        pts = lp.predict(images, box=meta["box"])
+        return int(((pts >= -margin) & (pts <= 63 + margin)).all(axis=(1, 2)).sum())
+
+    _, found = calibrate_box(u8)
     _, found_data = calibrate_box(data_u8)
     x, _ = FaceDataset("embedded").load("test", 16)
     fits = fit_psnr(g, x)
     res = {
         "weights": a.weights or "shipped dcgan_embedded.pt",
-        "landmarks_inside_frame": f"{int(inside.sum())}/256",
+        "landmarks_inside_frame": f"{inside(u8, 0)}/256",
+        "landmarks_inside_frame_on_embedded_data": f"{inside(data_u8, 0)}/256",
+        "landmarks_within_4px_of_frame": f"{inside(u8, 4)}/256",
+        "landmarks_within_4px_of_frame_on_embedded_data": f"{inside(data_u8, 4)}/256",
         "detector_found_at_4x": f"{found}/256",
         "detector_found_at_4x_on_embedded_data": f"{found_data}/256",
         "fit_psnr_mean_db": round(float(fits.mean()), 2),

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
     p.add_argument("--n-images", type=int, default=None, help="test images (preset: quick 8, paper 500)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--iters", type=int, default=None, help="latent-search Adam steps (quick 150, paper 1000)")
+    p.add_argument("--iters", type=int, default=None, help="latent-search Adam steps (quick 100, paper 1000)")
     p.add_argument("--candidates", type=int, default=None, help="latents per image (quick 16, paper 64)")
     p.add_argument("--lambda", dest="prior_weight", type=float, default=0.003, help="prior loss weight")
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use, one Ray actor each (default: all visible)")
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dcgan", default=None)
     p.add_argument("--weights-ce", default=None)
     p.add_argument("--weights-gfc", default=None)
+    p.add_argument(
+        "--landmark-backend",
+        choices=["auto", "cpp", "torch"],
+        default="auto",
+        help="landmark cascade in the latent search (auto: cpp on CPU, torch on CUDA)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
     p.add_argument("--inject-crash", default=None, help=argparse.SUPPRESS)
@@ -153,6 +159,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         weights_ce=a.weights_ce,
         weights_gfc=a.weights_gfc,
         inject_crash=a.inject_crash,
+        landmark_backend=a.landmark_backend,
     )
     return cfg, a
 

@@ -43,13 +43,14 @@ class InpaintConfig:
     landmark_margin_px: float = 3.0
     landmark_step: float = 0.5
     landmark_every: int = 1  # evaluate Ld every k steps (si-ld: 1 = the thesis)
-    # si-ld+ (see inpaint.py): zeroth-order landmark steering on the whole G(z)
-    steer_weight: float = 0.5
+    # si-ld+ / si-ldsoft (see inpaint.py): landmark steering, chosen on pilots (README)
+    steer_weight: float = 3.0
     steer_every: int = 10
     steer_sigma: float = 0.05
     steer_pairs: int = 4
     steer_start: float = 0.3  # fraction of iterations before steering begins
-    steer_target: str = "whole"  # whole G(z) | composite (known pixels of y + hole of G(z))
+    steer_reference: str = "consensus"  # consensus (median over candidates) | damaged input's points
+    steer_target: str = "composite"  # whole G(z) | composite (known pixels of y + hole of G(z))
     soft_temperature: float = 1.0  # si-ldsoft: sigmoid temperature of the smooth cascade
     landmark_backend: str = "auto"  # auto (cpp on CPU, torch on CUDA) | cpp | torch
     blend: str = "none"  # none | poisson
@@ -59,7 +60,7 @@ class InpaintConfig:
 
 PRESETS = {
     # make run: all methods x 4 masks on 8 images in <= 15 min on 2 CPU cores (see README).
-    "quick": {"candidates": 16, "iters": 150, "n_images": 8},
+    "quick": {"candidates": 16, "iters": 100, "n_images": 8},
     # the thesis: 64 candidates, 1000 Adam steps, lambda 0.003, 500 test images.
     "paper": {"candidates": 64, "iters": 1000, "n_images": 500},
 }
@@ -73,7 +74,7 @@ class BenchConfig:
     preset: str = "quick"
     n_images: int = 8
     candidates: int = 16
-    iters: int = 150
+    iters: int = 100
     prior_weight: float = 0.003
     seed: int = 0
     gpus: int = 0
@@ -85,11 +86,17 @@ class BenchConfig:
     weights_dcgan: Optional[str] = None
     weights_ce: Optional[str] = None
     weights_gfc: Optional[str] = None
+    landmark_backend: str = "auto"  # latent search's landmark cascade: auto | cpp | torch
     inject_crash: Optional[str] = None  # test hook: a worker dies (os._exit) on this unit, once
 
     def inpaint_config(self, method: str) -> InpaintConfig:
         return InpaintConfig(
-            method=method, candidates=self.candidates, iters=self.iters, prior_weight=self.prior_weight, seed=self.seed
+            method=method,
+            candidates=self.candidates,
+            iters=self.iters,
+            prior_weight=self.prior_weight,
+            seed=self.seed,
+            landmark_backend=self.landmark_backend,
         )
 
     # what must match for --resume to reuse records

@@ -11,11 +11,17 @@ Methods (``InpaintConfig.method``):
   the lowest final loss. It is evaluated every step, as in the thesis, on a C++ thread that
   overlaps with torch's backward pass.
 * ``si-ld+``: adds ``mu * E(z)``, E the mean distance in pixels between dlib's (unrounded)
-  points on the *whole* G(z), hole included, and the reference points of the damaged input.
-  dE/dz is estimated by antithetic zeroth-order differences: ``P`` random directions u per
-  candidate, E(z + s u) - E(z - s u) scored as one batch by the C++ extension, every
-  ``steer_every`` steps, from ``steer_start`` of the run on; the estimate is added to z's
-  gradient before Adam's step. Selection uses Lc + Lp + Ld + mu * E.
+  points on each candidate's composite (known pixels of y, hole of G(z): what the output will
+  be) and a reference. The reference is the *consensus* of many looks: per image, the median over
+  its K candidates of their composites' points, re-estimated whenever the gradient is (pilots:
+  the damaged input's own points, NME 0.11 from the truth, are a worse target than where ``si``
+  already lands, and steering towards them hurt). dE/dz is estimated by antithetic zeroth-order
+  differences: ``P`` random directions u per candidate, E(z + s u) - E(z - s u) scored as one
+  batch by the C++ extension, every ``steer_every`` steps from ``steer_start`` of the run on;
+  the estimate is added to z's gradient before Adam's step. Selection uses Lc + Lp + Ld + mu*E.
+* ``si-ldsoft``: the same term with E computed by the smooth torch cascade
+  (:mod:`facefill_core.landmarks_torch`, bilinear sampling, sigmoid splits), so dE/dz is exact
+  autograd through G; the hard cascade is kept for Ld and for measuring.
 
 Images ``(N, 3, 64, 64)`` in [-1, 1], holes ``(N, 1, 64, 64)`` with 1 = missing.
 """
@@ -196,6 +202,13 @@ class LatentSearchInpainter:
         diff = (e[:, :p] - e[:, p:]) / (2 * s)
         return (diff[:, :, None] * u).mean(1)
 
+    def _consensus(self, z: Tensor, y: Tensor, m: Tensor, b: int, k: int) -> np.ndarray:
+        """A reference from many looks: per image, the median over its K candidates of dlib's
+        points on their composites (known pixels of y, hole of G(z)). ``(B, 68, 2)``."""
+        with torch.no_grad():
+            pts = self._points(composite(y, self.G(z), m), rounded=False).reshape(b, k, 68, 2)
+        return np.median(pts, axis=1).astype(np.float32)
+
     def _soft_grad(self, z: Tensor, refs_t: Tensor, y: Tensor, m: Tensor) -> Tensor:
         """Exact gradient of E_soft = mean distance (px) of the smooth cascade's points on the
         whole G(z) (or composite) to the reference (si-ldsoft)."""
@@ -291,6 +304,7 @@ class LatentSearchInpainter:
         refs = self._points(damaged(images, holes)) if self.uses_landmarks else None
         steering = cfg.method in ("si-ld+", "si-ldsoft")
         refs_t = torch.from_numpy(np.repeat(refs, k, axis=0)).to(dev) if cfg.method == "si-ldsoft" else None
+        steer_refs = refs
         steer_from = int(cfg.steer_start * cfg.iters)
         traj = [z.detach().cpu().clone()] if record_trajectory else None
         ld_trace = [] if (record_ld and self.uses_landmarks) else None
@@ -311,8 +325,12 @@ class LatentSearchInpainter:
             loss.backward()
             if steering and t >= steer_from:
                 if g_steer is None or (t - steer_from) % cfg.steer_every == 0:
+                    if cfg.steer_reference == "consensus":
+                        steer_refs = self._consensus(z.detach(), y, m, b, k)
+                        if refs_t is not None:
+                            refs_t = torch.from_numpy(np.repeat(steer_refs, k, axis=0)).to(dev)
                     if cfg.method == "si-ld+":
-                        g_steer = self._steer_grad(z.detach(), refs, indices, t, y, m)
+                        g_steer = self._steer_grad(z.detach(), steer_refs, indices, t, y, m)
                     else:
                         g_steer = self._soft_grad(z.detach(), refs_t, y, m)
                 z.grad.add_(g_steer, alpha=cfg.steer_weight)
@@ -337,7 +355,7 @@ class LatentSearchInpainter:
                 total = total + ld
             if steering:
                 pts = self._points(self._steer_view(gz, y, m), rounded=False)
-                steer = torch.from_numpy(landmark_distance(np.repeat(refs, k, axis=0), pts)).float().to(dev)
+                steer = torch.from_numpy(landmark_distance(np.repeat(steer_refs, k, axis=0), pts)).float().to(dev)
                 total = total + cfg.steer_weight * steer
         total = total.view(b, k)
         finite = torch.isfinite(total)
