@@ -42,7 +42,8 @@ class InpaintConfig:
     z_init: str = "uniform"  # uniform | normal
     landmark_margin_px: float = 3.0
     landmark_step: float = 0.5
-    landmark_every: int = 1  # evaluate Ld every k steps (si-ld: 1 = the thesis)
+    landmark_every: int = 1  # evaluate Ld every k steps (1 = the thesis); 0 = only for the final choice
+    overlap_threads: int = 1  # C++ threads of the per-step Ld that overlaps torch's backward
     # si-ld+ / si-ldsoft (see inpaint.py): landmark steering, chosen on pilots (README)
     steer_weight: float = 3.0
     steer_every: int = 10

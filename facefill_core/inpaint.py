@@ -128,6 +128,10 @@ class LatentSearchInpainter:
             raise ValueError(f"z_init must be 'uniform' or 'normal', got {cfg.z_init!r}")
         if cfg.steer_target not in ("whole", "composite"):
             raise ValueError(f"steer_target must be 'whole' or 'composite', got {cfg.steer_target!r}")
+        if cfg.landmark_every < 0 or cfg.overlap_threads < 0:
+            raise ValueError(
+                f"landmark_every and overlap_threads must be >= 0, got {cfg.landmark_every}, {cfg.overlap_threads}"
+            )
         if cfg.blend not in ("none", "poisson"):
             raise ValueError(f"blend must be 'none' or 'poisson', got {cfg.blend!r}")
         self.cfg = cfg
@@ -169,8 +173,17 @@ class LatentSearchInpainter:
         u8 = x if isinstance(x, np.ndarray) else to_uint8_nhwc(x)
         return self.predictor.predict(u8, box=self.box, rounded=rounded)
 
+    def _ld_overlapped(self, gz: Tensor, m: Tensor, refs: np.ndarray, k: int) -> np.ndarray:
+        """Ld on the landmark thread: masking, conversion and the C++ batch all run here, off the
+        optimizer's thread, on ``overlap_threads`` C++ threads so torch keeps its cores."""
+        u8 = to_uint8_nhwc(damaged(gz, m))
+        pts = self.predictor.predict(u8, box=self.box, rounded=True, num_threads=self.cfg.overlap_threads)
+        return self._penalties(pts, refs, k)
+
     def _ld(self, masked, refs: np.ndarray, k: int) -> np.ndarray:
-        pts = self._points(masked, rounded=True)
+        return self._penalties(self._points(masked, rounded=True), refs, k)
+
+    def _penalties(self, pts: np.ndarray, refs: np.ndarray, k: int) -> np.ndarray:
         out = np.empty(len(pts))
         for b in range(len(refs)):
             out[b * k : (b + 1) * k] = landmark_penalty(
@@ -308,16 +321,17 @@ class LatentSearchInpainter:
         steer_from = int(cfg.steer_start * cfg.iters)
         traj = [z.detach().cpu().clone()] if record_trajectory else None
         ld_trace = [] if (record_ld and self.uses_landmarks) else None
-        every = max(1, cfg.landmark_every)
+        every = cfg.landmark_every  # 0: Ld only for the final choice (same output: it never steers)
+        step_ld = self.uses_landmarks and every > 0
         g_steer = None
         for t in range(cfg.iters):
             gz = self.G(z)
             lc = contextual_loss(gz, y, w)
             lp = prior_loss(self.D(gz), cfg.prior_weight)
             fut = None
-            if self.uses_landmarks and t % every == 0:
+            if step_ld and t % every == 0:
                 if self.backend == "cpp":  # the C++ batch runs GIL-free while torch does backward
-                    fut = self._pool.submit(self._ld, to_uint8_nhwc(damaged(gz.detach(), m)), refs, k)
+                    fut = self._pool.submit(self._ld_overlapped, gz.detach(), m, refs, k)
                 else:
                     ld_now = self._ld(damaged(gz.detach(), m), refs, k)
             loss = (lc + lp).sum()
@@ -337,7 +351,7 @@ class LatentSearchInpainter:
             opt.step()
             with torch.no_grad():
                 z.clamp_(-1.0, 1.0)
-            if self.uses_landmarks and t % every == 0:
+            if step_ld and t % every == 0:
                 ld_t = fut.result() if fut is not None else ld_now  # Ld of z_t: a value, it cannot move z
                 if ld_trace is not None:
                     ld_trace.append(ld_t)

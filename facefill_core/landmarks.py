@@ -126,6 +126,7 @@ class LandmarkPredictor:
         box: Optional[BoxLike] = None,
         boxes: Optional[np.ndarray] = None,
         rounded: bool = True,
+        num_threads: Optional[int] = None,
     ) -> np.ndarray:
         """Landmarks of each image.
 
@@ -134,6 +135,7 @@ class LandmarkPredictor:
             box: face rectangle ``(left, top, right, bottom)`` shared by the batch.
             boxes: per-image rectangles ``(N, 4)``. Default (neither): the whole frame.
             rounded: dlib's whole-pixel points (True) or the unrounded float positions.
+            num_threads: override the predictor's thread count for this call.
 
         Returns:
             ``np.float32 (N, 68, 2)`` ``(x, y)`` pixels, in input order.
@@ -141,7 +143,8 @@ class LandmarkPredictor:
         images = _check_images(images)
         n, h, w = images.shape[:3]
         b = _check_boxes(box, boxes, n, h, w)
-        return self._sp.predict(images, b, rounded=rounded, num_threads=self.num_threads)
+        threads = self.num_threads if num_threads is None else num_threads
+        return self._sp.predict(images, b, rounded=rounded, num_threads=threads)
 
     def predict_dlib(self, images: np.ndarray, box: Optional[BoxLike] = None) -> np.ndarray:
         """dlib's own per-image call (no batching); for checks and benchmarks."""
