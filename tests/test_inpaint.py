@@ -72,7 +72,9 @@ def test_known_pixels_exact_and_range(prior, faces):
 
 def test_recovers_face_rendered_by_prior(prior):
     """A face the prior can render exactly: latent search must beat mean-colour fill by a wide
-    margin. Measured at these settings (K=8, 150 steps): see the assertion's comment."""
+    margin. Measured with the shipped G at these settings (K=8, 150 steps, lr 0.03): si 33.5 dB,
+    mean fill 21.9 dB. Asserted: at least 6 dB better (about half the measured margin), so a
+    broken loss, optimiser or composite fails while float noise across machines does not."""
     g, d, meta = prior
     z_true = torch.rand(1, g.z_dim, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():
