@@ -147,3 +147,13 @@ def test_existing_run_needs_resume(inproc_run, capsys):
     assert "add --resume" in capsys.readouterr().err
     assert main(TINY[:-1] + ["--iters", "4", "--workers", "0", "--out", inproc_run, "--resume", "--no-progress"]) == 2
     assert "other settings (iters)" in capsys.readouterr().err
+
+
+def test_paired_differences(inproc_run):
+    from bench.paired import paired_table
+    from bench.report import load_records
+
+    recs = load_records(inproc_run)
+    text = paired_table(recs, "mean", ["telea", "mean"])
+    assert "| telea - mean" in text and "### NME difference" in text
+    assert "+0.00 ± nan (0/2)" in text or "+0.00 ± 0.00 (0/2)" in text  # mean - mean is exactly 0
