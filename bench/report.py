@@ -32,10 +32,16 @@ NOTES = [
 
 
 def load_records(run_dir: str) -> list[dict]:
+    """The merged ``records.jsonl`` when present, else the per-unit files of a running run."""
     p = os.path.join(run_dir, "records.jsonl")
     if os.path.exists(p):
         with open(p) as f:
             return [json.loads(line) for line in f if line.strip()]
+    return load_unit_records(run_dir)
+
+
+def load_unit_records(run_dir: str) -> list[dict]:
+    """Every finished unit's records (``records/*.jsonl``), in file-name order."""
     rec_dir = os.path.join(run_dir, "records")
     out = []
     for fn in sorted(os.listdir(rec_dir)):

@@ -353,12 +353,10 @@ def execute(cfg: BenchConfig, units: list, progress: bool = True, verbose: bool 
 
 def merge_records(run_dir: str) -> list[dict]:
     """records/*.jsonl -> records.jsonl (atomic), sorted; one object per image x method x mask."""
+    from bench.report import load_unit_records
+
     rec_dir = os.path.join(run_dir, "records")
-    recs = []
-    for f in sorted(os.listdir(rec_dir)):
-        if f.endswith(".jsonl") and not f.startswith("."):
-            with open(os.path.join(rec_dir, f)) as fh:
-                recs.extend(json.loads(line) for line in fh if line.strip())
+    recs = load_unit_records(run_dir)
     recs.sort(key=lambda r: (r["method"], r["mask"], r["image_index"]))
     keys = [(r["method"], r["mask"], r["image_index"]) for r in recs]
     if len(set(keys)) != len(keys):
