@@ -38,7 +38,9 @@ def test_every_method_contract(name, faces):
 
 
 def test_registry_errors_and_weights_info():
-    with pytest.raises(ValueError, match=r"unknown method 'pconv'; known: si, si-ld, si-ld\+, si-ldsoft, ce, gfc, telea"):
+    with pytest.raises(
+        ValueError, match=r"unknown method 'pconv'; known: si, si-ld, si-ld\+, si-ldsoft, ce, gfc, telea"
+    ):
         build("pconv")
     with pytest.raises(ValueError, match="unknown method 'x'"):
         parse_methods("si,x")

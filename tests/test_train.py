@@ -85,3 +85,49 @@ def test_cli_records_command_and_exports(tmp_path):
 def test_cli_bad_data(tmp_path, capsys):
     assert main(["dcgan", "--data", "folder:/no/such", "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_usable_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "facefill_core.train",
+        "dcgan",
+        "--iters",
+        "100000",
+        "--batch-size",
+        "4",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--n-train",
+        "16",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "100000",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "loss.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # some iterations in, far from any periodic checkpoint
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "--resume" in err
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 0 < ck["iter"] < 100000
+    cfg = _cfg(iters=ck["iter"] + 1, batch_size=4, n_train=16, checkpoint_every=100000)
+    s = train(cfg, str(out), resume=True, progress=False)
+    assert torch.load(s["checkpoint"], weights_only=True)["iter"] == ck["iter"] + 1
