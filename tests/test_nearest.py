@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from facefill_core.config import MaskConfig
+from facefill_core.data import FaceDataset, uint8_to_signed
+from facefill_core.masks import make_masks
+from facefill_core.nearest import NearestNeighbourInpainter
+
+
+@pytest.fixture(scope="module")
+def train():
+    torch.set_num_threads(1)
+    a, _ = FaceDataset("embedded").load_uint8("train", 96)
+    return a
+
+
+def _direct_distances(images, holes, train):
+    """Squared L2 over known pixels, the slow direct way, uint8 units: (N, M)."""
+    x = np.rint((images.permute(0, 2, 3, 1).numpy().astype(np.float64) + 1) * 127.5)
+    k = (holes[:, 0].numpy() < 0.5)[..., None]
+    t = train.astype(np.float64)
+    return np.stack([(((x[i] - t) ** 2) * k[i]).sum((1, 2, 3)) for i in range(len(x))])
+
+
+@pytest.mark.parametrize("kind", ["centre", "left", "random"])
+def test_training_image_is_its_own_neighbour(train, kind):
+    idx = [3, 40, 95]
+    x = uint8_to_signed(train[idx])
+    h = make_masks(MaskConfig(kind, seed=2), len(idx))
+    nn = NearestNeighbourInpainter(train, chunk_size=32)  # several chunks
+    out = nn.inpaint(x, h, image_indices=[0, 1, 2])
+    assert nn.last_match.tolist() == idx
+    assert nn.last_distance.tolist() == [0.0, 0.0, 0.0]
+    assert torch.equal(out, x)  # the hole refilled with exactly the missing pixels
+    assert nn.extra() == {"nn_index": idx}
+
+
+def test_matches_direct_search_and_keeps_known_pixels(train):
+    test, _ = FaceDataset("embedded").load("test", 4)
+    h = make_masks(MaskConfig("centre"), 4)
+    nn = NearestNeighbourInpainter(train, chunk_size=40)
+    out = nn.inpaint(test, h)
+    d = _direct_distances(test, h, train)
+    assert nn.last_match.tolist() == d.argmin(1).tolist()
+    np.testing.assert_array_equal(nn.last_distance.numpy(), d.min(1))  # exact integer arithmetic
+    assert torch.equal(torch.where(h > 0, 0.0, out), torch.where(h > 0, 0.0, test))
+    fill = uint8_to_signed(train[nn.last_match.numpy()])
+    assert torch.equal(torch.where(h > 0, out, 0.0), torch.where(h > 0, fill, 0.0))
+    # the batch does not matter: one image alone gets the same neighbour
+    nn.inpaint(test[2:3], h[2:3])
+    assert nn.last_match.tolist() == [int(d[2].argmin())]
+
+
+def test_ties_go_to_the_lower_index():
+    train = np.zeros((3, 8, 8, 3), np.uint8)
+    train[0, :4] = 200  # differs from the others only in the top half (the hole)
+    nn = NearestNeighbourInpainter(train, chunk_size=1)
+    h = torch.zeros(1, 1, 8, 8)
+    h[..., :4, :] = 1
+    nn.inpaint(torch.full((1, 3, 8, 8), -1.0), h)
+    assert nn.last_match.tolist() == [0] and nn.last_distance.tolist() == [0.0]
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="train_images must be uint8 .* got dtype torch.float32"):
+        NearestNeighbourInpainter(torch.zeros(2, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"train_images must be uint8 \(M, H, W, 3\) with M >= 1, got \(2, 3, 8, 8\)"):
+        NearestNeighbourInpainter(np.zeros((2, 3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        NearestNeighbourInpainter(np.zeros((2, 8, 8, 3), np.uint8), chunk_size=0)
+    nn = NearestNeighbourInpainter(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"images are \(16, 16\) but the training images are \(8, 8\)"):
+        nn.inpaint(torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 16, 16).index_fill(2, torch.tensor([0]), 0))
+    with pytest.raises(ValueError, match=r"holes must be \(N, 1, H, W\)"):
+        nn.inpaint(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8))
+
+
+def test_from_dataset_uses_the_train_split(train):
+    nn = NearestNeighbourInpainter.from_dataset("embedded", n_train=8)
+    assert tuple(nn.train.shape) == (8, 3, 64, 64) and nn.train.dtype == torch.uint8
+    assert torch.equal(nn.train.permute(0, 2, 3, 1), torch.from_numpy(train[:8]))
