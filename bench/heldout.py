@@ -1,0 +1,193 @@
+"""``python -m bench.heldout RUN_DIR``: held-out PSNR curves of a CE / GFC training run, and
+"train until it stops improving".
+
+Held-out set: embedded **test** images 256-319 (never trained on; disjoint from the images
+``make run`` evaluates, 0-7, and from the paper preset's first 256), each with the four thesis
+masks (seed 0). Every checkpoint the trainer writes (``checkpoint.pt``, every
+``--checkpoint-every`` iterations) is snapshotted as ``snapshots/iter_NNNNNN.pt`` and scored.
+
+Plateau rule (stated once here, printed in the CSV's companion): for every mask, the PSNR gain
+over the last quarter of training, ``mean(last two points) - PSNR at 3/4 of the iterations``, is
+under ``--min-gain`` (0.1 dB), and at least ``--min-iters`` iterations ran. With ``--watch PID``
+the script follows a running trainer, and once the rule holds it sends SIGINT (the trainer
+saves a checkpoint and exits 130).
+
+Writes ``heldout.csv`` (iter, mask, psnr, ssim) and ``heldout.png`` into RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+MASKS = ("centre", "left", "right", "random")
+HELDOUT_START, HELDOUT_N = 256, 64
+
+
+def _snapshot(run_dir: str) -> Optional[int]:
+    """Copy ``checkpoint.pt`` to ``snapshots/iter_N.pt`` when it holds a new iteration."""
+    import torch
+
+    ck = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(ck):
+        return None
+    try:
+        it = int(torch.load(ck, map_location="cpu", weights_only=True)["iter"])
+    except Exception:  # noqa: BLE001 - being replaced right now; next poll
+        return None
+    snap_dir = os.path.join(run_dir, "snapshots")
+    os.makedirs(snap_dir, exist_ok=True)
+    dst = os.path.join(snap_dir, f"iter_{it:06d}.pt")
+    if it > 0 and not os.path.exists(dst):
+        tmp = dst + ".tmp"
+        shutil.copyfile(ck, tmp)
+        os.replace(tmp, dst)
+        return it
+    return None
+
+
+def _load_curve(path: str) -> dict:
+    curve: dict = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                curve.setdefault(int(r["iter"]), {})[r["mask"]] = (float(r["psnr"]), float(r["ssim"]))
+    return curve
+
+
+class HeldOut:
+    """The fixed held-out images and masks, loaded once."""
+
+    def __init__(self, threads: int = 1) -> None:
+        import torch
+
+        from facefill_core.config import MaskConfig
+        from facefill_core.data import FaceDataset
+        from facefill_core.masks import make_masks
+
+        torch.set_num_threads(threads)
+        self.images, _ = FaceDataset("embedded").load("test", HELDOUT_N, start=HELDOUT_START)
+        self.holes = {m: make_masks(MaskConfig(m, seed=0), HELDOUT_N) for m in MASKS}
+
+    def score(self, snapshot: str, kind: str) -> dict:
+        to_unit_range, build, psnr, ssim, export_checkpoint = self._fns
+
+        weights = snapshot[: -len(".pt")] + ".weights.pt"
+        if not os.path.exists(weights):
+            export_checkpoint(snapshot, weights)
+        inp = build(kind, weights=weights)
+        out = {}
+        t = to_unit_range(self.images).clamp(0, 1)
+        for m, h in self.holes.items():
+            ids = list(range(HELDOUT_START, HELDOUT_START + HELDOUT_N))
+            p = to_unit_range(inp.inpaint(self.images, h, image_indices=ids)).clamp(0, 1)
+            out[m] = (float(np.mean(psnr(p, t))), float(np.mean(ssim(p, t))))
+        return out
+
+
+def plateau_gain(curve: dict) -> dict:
+    """Per mask: PSNR gain over the last quarter of the iterations so far (NaN if too short)."""
+    its = sorted(curve)
+    gains = {}
+    for m in MASKS:
+        pts = [(i, curve[i][m][0]) for i in its if m in curve[i]]
+        if len(pts) < 4:
+            gains[m] = float("nan")
+            continue
+        last = pts[-1][0]
+        q = min(pts, key=lambda p: abs(p[0] - 0.75 * last))
+        gains[m] = float(np.mean([p[1] for p in pts[-2:]]) - q[1])
+    return gains
+
+
+def plot(curve: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = sorted(curve)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m in MASKS:
+        xs = [i for i in its if m in curve[i]]
+        ax.plot(xs, [curve[i][m][0] for i in xs], marker=".", label=m)
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(f"held-out PSNR (dB), {HELDOUT_N} images")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def update(run_dir: str, kind: str, held: HeldOut) -> dict:
+    """Score every snapshot not yet in heldout.csv; rewrite the CSV and the plot."""
+    path = os.path.join(run_dir, "heldout.csv")
+    curve = _load_curve(path)
+    snap_dir = os.path.join(run_dir, "snapshots")
+    snaps = sorted(f for f in os.listdir(snap_dir) if f.startswith("iter_") and f.endswith(".pt") and "weights" not in f)
+    for f in snaps:
+        it = int(f[5:11])
+        if it not in curve:
+            curve[it] = held.score(os.path.join(snap_dir, f), kind)
+            print(f"{kind} iter {it}: " + ", ".join(f"{m} {v[0]:.2f}" for m, v in curve[it].items()), flush=True)
+    with open(path + ".tmp", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["iter", "mask", "psnr", "ssim"])
+        for it in sorted(curve):
+            for m, (p, s) in curve[it].items():
+                w.writerow([it, m, f"{p:.4f}", f"{s:.5f}"])
+    os.replace(path + ".tmp", path)
+    plot(curve, os.path.join(run_dir, "heldout.png"), f"{kind}: held-out PSNR per mask")
+    return curve
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.heldout", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--kind", choices=["ce", "gfc"], required=True)
+    p.add_argument("--watch", type=int, default=None, metavar="PID", help="follow this trainer; SIGINT it at the plateau")
+    p.add_argument("--min-gain", type=float, default=0.1, help="dB over the last quarter (default 0.1)")
+    p.add_argument("--min-iters", type=int, default=2000)
+    p.add_argument("--poll-s", type=float, default=30.0)
+    a = p.parse_args(argv)
+    if not os.path.isdir(a.run_dir):
+        print(f"error: {a.run_dir} is not a directory", file=sys.stderr)
+        return 2
+    held = HeldOut()
+    while True:
+        _snapshot(a.run_dir)
+        curve = update(a.run_dir, a.kind, held) if os.path.isdir(os.path.join(a.run_dir, "snapshots")) else {}
+        gains = plateau_gain(curve)
+        last = max(curve) if curve else 0
+        done = last >= a.min_iters and all(np.isfinite(g) and g < a.min_gain for g in gains.values())
+        if curve:
+            print(f"after {last} iters, gain over the last quarter: "
+                  + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
+                  + (" -> plateau" if done else ""), flush=True)
+        if a.watch is None:
+            return 0
+        alive = os.path.exists(f"/proc/{a.watch}")
+        if done and alive:
+            os.kill(a.watch, signal.SIGINT)
+            print(f"plateau reached at {last} iterations: stopped trainer {a.watch}", flush=True)
+            return 0
+        if not alive:
+            _snapshot(a.run_dir)
+            update(a.run_dir, a.kind, held)
+            return 0
+        time.sleep(a.poll_s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
