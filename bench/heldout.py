@@ -161,6 +161,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--min-iters", type=int, default=2000)
     p.add_argument("--poll-s", type=float, default=30.0)
     a = p.parse_args(argv)
+    while a.watch is not None and not os.path.isdir(a.run_dir) and os.path.exists(f"/proc/{a.watch}"):
+        time.sleep(5)  # the trainer creates it once its imports are done
     if not os.path.isdir(a.run_dir):
         print(f"error: {a.run_dir} is not a directory", file=sys.stderr)
         return 2
