@@ -8,7 +8,10 @@ three quality figures (README, issue "face prior"):
     fraction in which dlib's face detector finds a face at 4x (the embedded data's own
     rate is printed beside it);
 (c) how well G reproduces held-out test faces: best of 16 latent fits (L1 on the whole image,
-    200 Adam steps, lr 0.03, z clipped to [-1, 1]) on 16 test images, mean PSNR.
+    200 Adam steps, lr 0.03, z clipped to [-1, 1]) on 16 test images, mean PSNR;
+(d) the spread of the search space: per-pixel standard deviation (images in [-1, 1]) across
+    256 samples G(z), z ~ U[-1, 1] (what the search explores) and z ~ N(0, I), beside the same
+    on 256 embedded test images; "within 10% of the data's" is the target for a matched prior.
 """
 
 from __future__ import annotations
@@ -101,6 +104,11 @@ def main(argv=None) -> int:
     _, found_data = calibrate_box(data_u8)
     x, _ = FaceDataset("embedded").load("test", 16)
     fits = fit_psnr(g, x)
+    # (d) spread: per-pixel std across samples, in [-1, 1], averaged over pixels and channels
+    test256, _ = FaceDataset("embedded").load("test", 256)
+    with torch.no_grad():
+        s_normal = g(torch.randn(256, g.z_dim, generator=torch.Generator().manual_seed(2024)))
+    spread = {k: round(float(v.std(0).mean()), 4) for k, v in (("search", s), ("normal", s_normal), ("data", test256))}
     res = {
         "weights": a.weights or "shipped dcgan_embedded.pt",
         "landmarks_inside_frame": f"{inside(u8, 0)}/256",
@@ -111,6 +119,11 @@ def main(argv=None) -> int:
         "detector_found_at_4x_on_embedded_data": f"{found_data}/256",
         "fit_psnr_mean_db": round(float(fits.mean()), 2),
         "fit_psnr_std_db": round(float(fits.std(ddof=1)), 2),
+        "z_dist_trained": meta.get("z_dist", "normal (not recorded)"),
+        "pixel_std_G_uniform_search_space": spread["search"],
+        "pixel_std_G_normal": spread["normal"],
+        "pixel_std_embedded_test_data": spread["data"],
+        "spread_ratio_search_vs_data": round(spread["search"] / spread["data"], 3),
         "fit_settings": "best of 16, L1 whole image, 200 Adam steps, lr 0.03, 16 embedded test images",
         "seconds": round(time.time() - t0, 1),
     }
