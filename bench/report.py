@@ -1,7 +1,9 @@
 """``python -m bench.report RUN_DIR``: tables and figures from a run's records alone.
 
-Writes ``tables.md``, ``tables/{psnr,ssim,nme,seconds}.csv`` and ``figures/`` (one grid per
-mask: rows = images, columns = original, masked, each method; and a PSNR/SSIM bar chart).
+Writes ``tables.md`` (PSNR, SSIM, NME, feature-scale error per method label x mask, the scale
+error per facial region, the thesis's published numbers as labelled reference rows, seconds),
+``tables/{psnr,ssim,nme,scale,scale_regions,thesis_reference,seconds}.csv`` and ``figures/``
+(:mod:`bench.figures`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,26 @@ METRICS = (
     ("psnr", "PSNR (dB), higher is better", 2),
     ("ssim", "SSIM, higher is better", 4),
     ("nme", "Landmark NME (dlib 68 points vs the undamaged image), lower is better", 4),
+    ("scale", "Feature-scale error (mean over eyes, brows, nose, mouth, jaw of |log| size ratio), lower is better", 4),
 )
-REFERENCE = os.path.join(os.path.dirname(__file__), "reference_numbers.json")
+REGIONS = ("eyes", "brows", "nose", "mouth", "jaw")
+REGION_KEYS = tuple(f"scale_{r}" for r in REGIONS) + ("scale", "scale_signed")
+# the thesis's Tables 1-2 (copied from ../shared/reference so a clean clone has them)
+REFERENCE = os.path.join(os.path.dirname(__file__), "reference", "thesis_tables.json")
+THESIS_METHODS = {"SI": "si", "Ours": "si-ld", "CE": "ce", "GFC": "gfc"}  # thesis column -> our method
+REFERENCE_NOTE = (
+    "Reference rows (`... (thesis, CelebA)`) are the thesis's published Tables 1-2, printed beside ours "
+    "and never part of our statistics; they are not comparable number for number: the thesis measured "
+    "real CelebA photos with its own full-size models, we measure synthetic embedded faces with the "
+    "smaller models trained here, so compare the order of the methods per mask, not the values."
+)
 NOTES = [
     "Cells: mean ± half-width of the 95% Student-t confidence interval over images.",
+    "Feature scale: per region, the region's centroid size (RMS distance of its dlib points to their "
+    "centroid; eyes and brows per side) over the inter-pupil distance, result vs undamaged image; "
+    "|log| of the ratio, so 0.1 is about 10% too big or too small. Signed: mean of the signed log "
+    "ratios (+: features too big for the face).",
+    "A label `method[name=value]` is a sweep's variant of a method (`--sweep`).",
     "gfc: trained without GFC's semantic parsing loss (no face-parsing network is available here).",
     "ce, gfc: one model each, trained over all four masks on the embedded train split.",
     "si-ld has the same z trajectories as si (its count loss has no gradient); it only changes which candidate wins.",
@@ -56,17 +74,20 @@ def _order(values, preferred):
 
 
 def aggregate(records: list[dict]) -> tuple[list, list, dict]:
+    """Per (method label, mask): ``mean_ci`` of every metric present in the records (missing or
+    None values are failures, counted, never averaged), the NME failures and the image count."""
+    from bench.sweep import sort_key
     from facefill_core.inpainters import REGISTRY
     from facefill_core.masks import MASK_KINDS
 
-    methods = _order({r["method"] for r in records}, list(REGISTRY))
+    methods = sorted({r["method"] for r in records}, key=lambda m: sort_key(m, list(REGISTRY)))
     masks = _order({r["mask"] for r in records}, list(MASK_KINDS))
     groups = defaultdict(list)
     for r in records:
         groups[(r["method"], r["mask"])].append(r)
     stats = {}
     for key, rs in groups.items():
-        s = {m: mean_ci([r[m] for r in rs]) for m, _, _ in METRICS}
+        s = {m: mean_ci([r.get(m) for r in rs]) for m in ("psnr", "ssim", "nme") + REGION_KEYS}
         s["seconds"] = mean_ci([r["seconds"] for r in rs])
         s["nme_failures"] = sum(1 for r in rs if r["nme"] is None)
         s["n"] = len(rs)
@@ -81,33 +102,111 @@ def _cell(s, digits):
     return f"{m:.{digits}f}" if not np.isfinite(h) else f"{m:.{digits}f} ± {h:.{digits}f}"
 
 
+def thesis_rows(path: str = REFERENCE) -> dict:
+    """The thesis's published numbers: ``{"SI (thesis, CelebA)": {"method": "si", "psnr": {mask:
+    value}, "ssim": {...}}, ...}``, in the thesis's column order. Empty when the file is absent."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = json.load(f).get("rows", {})
+    out = {}
+    for label, vals in rows.items():
+        short = label.split(" (")[0]
+        out[f"{short} (thesis, CelebA)"] = {"method": THESIS_METHODS.get(short), **vals}
+    return out
+
+
+def _write_csv(path: str, header: list, rows: list) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _metric_csv(run_dir, metric, methods, masks, stats) -> None:
+    extra = ["nme_failures"] if metric == "nme" else []
+    rows = []
+    for m in methods:
+        for k in masks:
+            if (m, k) in stats:
+                mean, half, n = stats[(m, k)][metric]
+                rows.append(
+                    [m, k, f"{mean:.6f}", f"{half:.6f}", n] + ([stats[(m, k)]["nme_failures"]] if extra else [])
+                )
+    _write_csv(
+        os.path.join(run_dir, "tables", f"{metric}.csv"),
+        ["method", "mask", "mean", "ci95_half_width", "n"] + extra,
+        rows,
+    )
+
+
+def _scale_region_section(run_dir, methods, masks, stats) -> list[str]:
+    """Per region: a markdown table (rows = method x mask) and ``tables/scale_regions.csv``."""
+    cols = list(REGIONS) + ["all", "signed"]
+    keys = list(REGION_KEYS)
+    rows, csv_rows = [], []
+    for m in methods:
+        for k in masks:
+            if (m, k) not in stats or stats[(m, k)]["scale"][2] == 0:
+                continue
+            rows.append([m, k] + [_cell(stats[(m, k)][key], 3) for key in keys])
+            for name, key in zip(cols, keys):
+                mean, half, n = stats[(m, k)][key]
+                csv_rows.append([m, k, name, f"{mean:.6f}", f"{half:.6f}", n])
+    if not rows:
+        return []
+    _write_csv(
+        os.path.join(run_dir, "tables", "scale_regions.csv"),
+        ["method", "mask", "region", "mean", "ci95_half_width", "n"],
+        csv_rows,
+    )
+    return [
+        "## Feature-scale error by region (|log| size ratio; signed: + too big), lower is better",
+        "",
+        tabulate(rows, ["method", "mask"] + cols, tablefmt="github"),
+        "",
+    ]
+
+
 def build_report(run_dir: str) -> dict:
+    """``tables.md``, ``tables/*.csv`` and ``figures/`` of a run from its records; returns the
+    statistics per (method label, mask)."""
+    from bench.figures import make_figures
+
     records = load_records(run_dir)
     if not records:
         raise ValueError(f"no records in {run_dir}")
     methods, masks, stats = aggregate(records)
     manifest_p = os.path.join(run_dir, "manifest.json")
     manifest = json.load(open(manifest_p)) if os.path.exists(manifest_p) else {}
-    refs = json.load(open(REFERENCE)).get("rows", {}) if os.path.exists(REFERENCE) else {}
+    refs = thesis_rows()
     os.makedirs(os.path.join(run_dir, "tables"), exist_ok=True)
     md = ["# Results", ""]
     cfg = manifest.get("config", {})
     machine = manifest.get("machine", {})
     if cfg:
+        sweep = cfg.get("sweep") or ()
         md += [
             f"Data `{cfg.get('data')}`, {cfg.get('n_images')} test images, preset `{cfg.get('preset')}` "
             f"(latent search: {cfg.get('candidates')} candidates x {cfg.get('iters')} iterations, "
             f"lambda {cfg.get('prior_weight')}), seed {cfg.get('seed')}. Machine: "
-            f"{machine.get('cpu_count')} CPUs, GPUs {machine.get('cuda_devices')}.",
+            f"{machine.get('cpu_count')} CPUs, GPUs {machine.get('cuda_devices')}."
+            + (f" Sweep: {'; '.join(f'{n} = {list(v)}' for n, v in sweep)}." if sweep else ""),
             "",
         ]
     for metric, title, digits in METRICS:
+        if metric == "scale" and not any(stats[key]["scale"][2] for key in stats):
+            continue  # records from before the scale error existed
         header = ["method"] + masks
         rows = [[m] + [_cell(stats[(m, k)][metric], digits) if (m, k) in stats else "" for k in masks] for m in methods]
-        for label, vals in refs.items():
-            if metric in vals:
-                rows.append([f"{label} (thesis, CelebA)"] + [str(vals[metric].get(k, "")) for k in masks])
-        md += [f"## {title}", "", tabulate(rows, header, tablefmt="github"), ""]
+        ref_rows = [
+            [label] + [f"{vals[metric][k]:g}" if k in vals[metric] else "" for k in masks]
+            for label, vals in refs.items()
+            if metric in vals
+        ]
+        md += [f"## {title}", "", tabulate(rows + ref_rows, header, tablefmt="github"), ""]
+        if ref_rows:
+            md += [REFERENCE_NOTE, ""]
         if metric == "nme":
             fails = [
                 (m, k, stats[(m, k)]["nme_failures"])
@@ -116,19 +215,25 @@ def build_report(run_dir: str) -> dict:
                 if (m, k) in stats and stats[(m, k)]["nme_failures"]
             ]
             md += [f"NME reference failures (counted, not averaged): {fails if fails else 'none'}.", ""]
-        with open(os.path.join(run_dir, "tables", f"{metric}.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(
-                ["method", "mask", "mean", "ci95_half_width", "n"] + (["nme_failures"] if metric == "nme" else [])
-            )
-            for m in methods:
-                for k in masks:
-                    if (m, k) in stats:
-                        mean, half, n = stats[(m, k)][metric]
-                        w.writerow(
-                            [m, k, f"{mean:.6f}", f"{half:.6f}", n]
-                            + ([stats[(m, k)]["nme_failures"]] if metric == "nme" else [])
-                        )
+        _metric_csv(run_dir, metric, methods, masks, stats)
+    md += _scale_region_section(run_dir, methods, masks, stats)
+    if refs:
+        _write_csv(
+            os.path.join(run_dir, "tables", "thesis_reference.csv"),
+            ["reference", "our_method", "metric", "mask", "value"],
+            [
+                [label, vals["method"], metric, k, v]
+                for label, vals in refs.items()
+                for metric in ("psnr", "ssim")
+                for k, v in vals.get(metric, {}).items()
+            ],
+        )
+        md += [
+            "Thesis columns and our methods: "
+            + ", ".join(f"{label.split(' (')[0]} = `{vals['method']}`" for label, vals in refs.items())
+            + ".",
+            "",
+        ]
     header = ["method"] + masks
     rows = [[m] + [f"{stats[(m, k)]['seconds'][0]:.3f}" if (m, k) in stats else "" for k in masks] for m in methods]
     md += [
@@ -137,19 +242,11 @@ def build_report(run_dir: str) -> dict:
         tabulate(rows, header, tablefmt="github"),
         "",
     ]
-    with open(os.path.join(run_dir, "tables", "seconds.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "mask", "seconds_per_image"])
-        for m in methods:
-            for k in masks:
-                if (m, k) in stats:
-                    w.writerow([m, k, f"{stats[(m, k)]['seconds'][0]:.4f}"])
-    if not refs:
-        md += [
-            "The thesis's published CelebA numbers are not included: fill `bench/reference_numbers.json` "
-            "to print them as reference rows.",
-            "",
-        ]
+    _write_csv(
+        os.path.join(run_dir, "tables", "seconds.csv"),
+        ["method", "mask", "seconds_per_image"],
+        [[m, k, f"{stats[(m, k)]['seconds'][0]:.4f}"] for m in methods for k in masks if (m, k) in stats],
+    )
     md += ["Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
     tmp = os.path.join(run_dir, "tables.md.tmp")
     with open(tmp, "w") as f:
@@ -157,76 +254,6 @@ def build_report(run_dir: str) -> dict:
     os.replace(tmp, os.path.join(run_dir, "tables.md"))
     make_figures(run_dir, methods, masks, stats)
     return stats
-
-
-def make_figures(run_dir: str, methods, masks, stats, rows: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bench.workers import unit_outputs
-
-    fig_dir = os.path.join(run_dir, "figures")
-    os.makedirs(fig_dir, exist_ok=True)
-    outputs = os.path.join(run_dir, "outputs")
-    manifest = (
-        json.load(open(os.path.join(run_dir, "manifest.json")))
-        if os.path.exists(os.path.join(run_dir, "manifest.json"))
-        else {}
-    )
-    originals = None
-    if manifest and os.path.isdir(outputs):
-        from facefill_core.data import FaceDataset
-
-        cfg = manifest["config"]
-        box = tuple(cfg["box"]) if cfg.get("box") else None
-        originals, _ = FaceDataset(cfg["data"], box=box).load_uint8("test", min(rows, cfg["n_images"]))
-    for mask in masks:
-        if originals is None:
-            break
-        n = len(originals)
-        hole_p = os.path.join(run_dir, "masks", f"{mask}.npy")
-        holes = np.load(hole_p)[:n] if os.path.exists(hole_p) else np.zeros((n, 64, 64), np.uint8)
-        cols = [("original", originals), ("masked", np.where(holes[..., None] > 0, 255, originals).astype(np.uint8))]
-        for m in methods:
-            imgs = np.zeros_like(originals)
-            for fn in sorted(os.listdir(outputs)) if os.path.isdir(outputs) else []:
-                if fn.startswith(f"{m}__{mask}__") and fn.endswith(".npy"):
-                    a, b = fn[: -len(".npy")].rsplit("__", 1)[1].split("-")
-                    out = unit_outputs(run_dir, fn[: -len(".npy")])
-                    for j, i in enumerate(range(int(a), int(b))):
-                        if i < n:
-                            imgs[i] = out[j]
-            cols.append((m, imgs))
-        fig, axes = plt.subplots(n, len(cols), figsize=(1.1 * len(cols), 1.1 * n + 0.3), squeeze=False)
-        for c, (name, imgs) in enumerate(cols):
-            for r in range(n):
-                ax = axes[r, c]
-                ax.imshow(imgs[r], interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(name, fontsize=7)
-        fig.suptitle(f"mask: {mask}", fontsize=8)
-        fig.tight_layout(pad=0.2)
-        fig.savefig(os.path.join(fig_dir, f"grid_{mask}.png"), dpi=110)
-        plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    width = 0.8 / max(1, len(methods))
-    for ax, metric in zip(axes, ("psnr", "ssim")):
-        for j, m in enumerate(methods):
-            vals = [stats[(m, k)][metric][0] if (m, k) in stats else np.nan for k in masks]
-            errs = [stats[(m, k)][metric][1] if (m, k) in stats else np.nan for k in masks]
-            errs = [0 if not np.isfinite(e) else e for e in errs]
-            ax.bar(np.arange(len(masks)) + j * width, vals, width, yerr=errs, label=m, capsize=1.5)
-        ax.set_xticks(np.arange(len(masks)) + width * (len(methods) - 1) / 2)
-        ax.set_xticklabels(masks)
-        ax.set_title(metric.upper())
-    axes[1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(os.path.join(fig_dir, "bars_psnr_ssim.png"), dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,78 @@
+import pytest
+
+from bench.sweep import Variant, expand, format_value, parse_label, parse_sweep, parse_sweeps, sort_key
+
+
+def test_parse_sweep_types_and_order():
+    assert parse_sweep("margin=1,2,3,5,8") == ("margin", (1.0, 2.0, 3.0, 5.0, 8.0))
+    assert parse_sweep("lambda=0.01, 0.003") == ("lambda", (0.01, 0.003))  # order kept
+    name, vals = parse_sweep("candidates=4,16")
+    assert (name, vals) == ("candidates", (4, 16)) and all(type(v) is int for v in vals)
+
+
+@pytest.mark.parametrize(
+    "spec,msg",
+    [
+        ("margin", r"--sweep must be NAME=v1,v2,..., got 'margin'"),
+        ("radius=1,2", r"unknown parameter 'radius'; known: margin, lambda, candidates, iters, steer"),
+        ("iters=10,2.5", r"'2.5' is not an integer"),
+        ("margin=1,x", r"'x' is not a number"),
+        ("margin=-1", r"margin must be >= 0.0 and finite, got -1"),
+        ("candidates=0", r"candidates must be >= 1 and finite, got 0"),
+        ("lambda=nan", r"lambda must be >= 0.0 and finite, got nan"),
+        ("margin=2,2.0", r"value 2.0 is repeated"),
+        ("margin=", r"'' is not a number"),
+    ],
+)
+def test_parse_sweep_errors(spec, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_sweep(spec)
+
+
+def test_parse_sweeps_once_per_parameter():
+    assert parse_sweeps(["margin=1,2", "steer=0,3"]) == (("margin", (1.0, 2.0)), ("steer", (0.0, 3.0)))
+    with pytest.raises(ValueError, match="margin is swept twice"):
+        parse_sweeps(["margin=1", "margin=2"])
+
+
+def test_expand_labels_and_shared_units():
+    sweeps = parse_sweeps(["margin=1,2", "steer=0,3"])
+    labels = [v.label for v in expand(["si", "si-ld", "si-ld+", "telea"], sweeps)]
+    assert labels == [
+        "si",  # neither setting affects si: one run
+        "si-ld[margin=1]",
+        "si-ld[margin=2]",  # si-ld counts landmarks but does not steer
+        "si-ld+[margin=1,steer=0]",
+        "si-ld+[margin=1,steer=3]",
+        "si-ld+[margin=2,steer=0]",
+        "si-ld+[margin=2,steer=3]",
+        "telea",
+    ]
+    v = expand(["si-ld+"], sweeps)[1]
+    assert v.overrides() == {"landmark_margin_px": 1.0, "steer_weight": 3.0}
+    assert v.sweep_values() == {"margin": 1.0, "steer": 3.0}
+    assert [v.label for v in expand(["si", "ce"], parse_sweeps(["lambda=0.001,0.01"]))] == [
+        "si[lambda=0.001]",
+        "si[lambda=0.01]",
+        "ce",
+    ]
+    assert [v.label for v in expand(["si", "mean"], ())] == ["si", "mean"]
+
+
+def test_labels_round_trip_and_sort():
+    for v in expand(["si-ld+", "mean"], parse_sweeps(["margin=0.5,3", "iters=10"])):
+        assert parse_label(v.label) == v
+    assert parse_label("si-ld[margin=2]") == Variant("si-ld", (("margin", 2.0),))
+    assert parse_label("telea") == Variant("telea")
+    assert format_value(2.0) == "2" and format_value(0.003) == "0.003" and format_value(16) == "16"
+    order = ["si", "si-ld", "telea"]
+    labels = ["telea", "si-ld[margin=10]", "si", "si-ld[margin=2]", "si-ld[margin=1.5]"]
+    assert sorted(labels, key=lambda s: sort_key(s, order)) == [
+        "si",
+        "si-ld[margin=1.5]",
+        "si-ld[margin=2]",
+        "si-ld[margin=10]",
+        "telea",
+    ]
+    with pytest.raises(ValueError, match=r"method label must be NAME or NAME\[param=value,...\], got 'si\[x'"):
+        parse_label("si[x")
