@@ -7,15 +7,13 @@ completed images in which known pixels are exactly the input's.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from facefill_core.data import signed_to_uint8
-
-
-def _composite(images: Tensor, filled: Tensor, holes: Tensor) -> Tensor:
-    return torch.where(holes > 0.5, filled.to(images.dtype), images)
+from facefill_core.imaging import composite, to_uint8_nhwc, uint8_to_signed
 
 
 def opencv_fill(images: Tensor, holes: Tensor, method: str = "telea", radius: int = 3) -> Tensor:
@@ -24,11 +22,10 @@ def opencv_fill(images: Tensor, holes: Tensor, method: str = "telea", radius: in
     import cv2
 
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-    u8 = signed_to_uint8(images)
+    u8 = to_uint8_nhwc(images)
     masks = (holes[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
     out = np.stack([cv2.inpaint(np.ascontiguousarray(u8[i]), masks[i], radius, flag) for i in range(len(u8))])
-    filled = torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return _composite(images, filled.to(images.device), holes)
+    return composite(images, uint8_to_signed(out).to(images.device), holes)
 
 
 def biharmonic_fill(images: Tensor, holes: Tensor) -> Tensor:
@@ -39,11 +36,20 @@ def biharmonic_fill(images: Tensor, holes: Tensor) -> Tensor:
     m = holes[:, 0].cpu().numpy() > 0.5
     out = np.stack([inpaint_biharmonic(x[i], m[i], channel_axis=-1) for i in range(len(x))])
     filled = torch.from_numpy(out).permute(0, 3, 1, 2).float() * 2 - 1
-    return _composite(images, filled.clamp(-1, 1).to(images.device), holes)
+    return composite(images, filled.clamp(-1, 1).to(images.device), holes)
 
 
 def mean_fill(images: Tensor, holes: Tensor) -> Tensor:
     """Each hole filled with the mean colour of the image's known pixels."""
     known = 1.0 - holes
     mean = (images * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp_min(1)
-    return _composite(images, mean.expand_as(images), holes)
+    return composite(images, mean.expand_as(images), holes)
+
+
+# classical methods' fills by the key their registry entry declares (facefill_core.methods)
+FILLS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "telea": lambda images, holes: opencv_fill(images, holes, "telea"),
+    "ns": lambda images, holes: opencv_fill(images, holes, "ns"),
+    "biharmonic": biharmonic_fill,
+    "mean": mean_fill,
+}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from facefill_core.methods import ALL_METHODS, method_info
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -17,6 +19,7 @@ class TrainConfig:
     ngf: int = 32
     ndf: int = 32
     z_dim: int = 100
+    z_dist: str = "uniform"  # uniform in [-1, 1] (the thesis, Yeh et al., DCGAN) | normal; the search must match
     seed: int = 0
     n_train: Optional[int] = None  # None: the whole train split
     checkpoint_every: int = 250
@@ -33,7 +36,7 @@ class MaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class InpaintConfig:
-    method: str = "si"  # si | si-ld | si-ld+
+    method: str = "si"  # a latent method of facefill_core.methods
     candidates: int = 64
     iters: int = 1000
     lr: float = 0.01
@@ -70,7 +73,7 @@ PRESETS = {
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     masks: tuple = ("centre", "left", "right", "random")
-    methods: tuple = ("si", "si-ld", "si-ld+", "ce", "gfc", "telea", "ns", "biharmonic", "mean")
+    methods: tuple = ALL_METHODS
     data: str = "embedded"
     preset: str = "quick"
     n_images: int = 8
@@ -84,6 +87,7 @@ class BenchConfig:
     out: str = ""
     address: Optional[str] = None
     box: Optional[tuple] = None
+    # one per kind in facefill_core.methods.WEIGHTS_KINDS (None: the shipped file)
     weights_dcgan: Optional[str] = None
     weights_ce: Optional[str] = None
     weights_gfc: Optional[str] = None
@@ -91,14 +95,24 @@ class BenchConfig:
     inject_crash: Optional[str] = None  # test hook: a worker dies (os._exit) on this unit, once
 
     def inpaint_config(self, method: str) -> InpaintConfig:
+        """The method's configuration: the run's settings over the method's declared defaults."""
         return InpaintConfig(
-            method=method,
-            candidates=self.candidates,
-            iters=self.iters,
-            prior_weight=self.prior_weight,
-            seed=self.seed,
-            landmark_backend=self.landmark_backend,
+            **{
+                **method_info(method).defaults,
+                "method": method,
+                "candidates": self.candidates,
+                "iters": self.iters,
+                "prior_weight": self.prior_weight,
+                "seed": self.seed,
+                "landmark_backend": self.landmark_backend,
+            }
         )
+
+    def weights_for(self, method: str) -> Optional[str]:
+        """The user's weights file for ``method`` (``--weights-<kind>``), None for the shipped
+        one or a method without weights."""
+        kind = method_info(method).weights
+        return getattr(self, f"weights_{kind}") if kind else None
 
     # what must match for --resume to reuse records
     def identity(self) -> dict:

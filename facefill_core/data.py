@@ -26,6 +26,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facefill_core.imaging import to_signed_range, to_uint8_nhwc, to_unit_range, uint8_to_signed
+from facefill_core.models.dcgan import Generator, freeze
+
+__all__ = [  # the range conversions live in imaging; re-exported here where they always were
+    "to_signed_range",
+    "to_unit_range",
+    "uint8_to_signed",
+    "DataSpec",
+    "FaceDataset",
+    "TestSet",
+    "calibrate_box",
+    "load_face_file",
+    "load_test_set",
+    "parse_spec",
+]
+
 IMAGE_SIZE = 64
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 EMBEDDED_TRAIN_SEED0 = 0
@@ -38,28 +54,6 @@ EMBEDDED_BOX = (8, 16, 55, 63)
 # CelebA's aligned 108x108 centre crops put the face at a near-constant place; calibrated the
 # same way when a dataset is opened, unless the user overrides it (box=...).
 CELEBA_CROP = 108
-
-
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1]."""
-    return (x + 1.0) / 2.0
-
-
-def to_signed_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return x * 2.0 - 1.0
-
-
-def uint8_to_signed(a: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)`` in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
-    return t / 127.5 - 1.0
-
-
-def signed_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float ``(N, 3, H, W)`` in [-1, 1] -> uint8 ``(N, H, W, 3)``."""
-    a = torch.clamp(torch.round((x.detach().cpu().float() + 1.0) * 127.5), 0, 255)
-    return a.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +88,6 @@ def parse_spec(spec: str) -> DataSpec:
 @lru_cache(maxsize=1)
 def embedded_generator():
     """The gan-face-generate DCGAN generator (ngf=64), eval mode, CPU."""
-    from facefill_core.models.dcgan import Generator, freeze
-
     try:
         import gan_face_generate
     except ImportError as e:
@@ -118,7 +110,7 @@ def render_embedded(seeds: Sequence[int], batch_size: int = 128) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(seeds), batch_size):
-            out.append(signed_to_uint8(g(z[i : i + batch_size])))
+            out.append(to_uint8_nhwc(g(z[i : i + batch_size])))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
@@ -277,6 +269,35 @@ class FaceDataset:
             "n_train": len(self.train_ids),
             "n_test": len(self.test_ids),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+    """A run's test images, resolved once by the driver and handed to every worker.
+
+    Attributes:
+        images: uint8 ``(N, 64, 64, 3)``.
+        ids: the images' stable ids.
+        box: the dataset's canonical face box ``(left, top, right, bottom)``.
+        metadata: :meth:`FaceDataset.metadata` (spec, box, split sizes) for the manifest.
+    """
+
+    images: np.ndarray
+    ids: tuple
+    box: tuple
+    metadata: dict
+
+    def tensors(self, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """float32 ``(n, 3, 64, 64)`` in [-1, 1] of images ``start:stop``."""
+        return uint8_to_signed(self.images[start:stop])
+
+
+def load_test_set(spec: str, n: int, box: Optional[Sequence[int]] = None) -> TestSet:
+    """The first ``n`` test images of ``spec`` and its face box (calibrated here, once, when
+    the dataset has no fixed box and ``box`` is None)."""
+    ds = FaceDataset(spec, box=box)
+    images, ids = ds.load_uint8("test", n)
+    return TestSet(images, tuple(ids), tuple(ds.box), ds.metadata())
 
 
 def calibrate_box(images: np.ndarray, scale: int = 4) -> tuple[tuple[int, int, int, int], int]:

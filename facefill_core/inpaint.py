@@ -38,11 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from facefill_core.blend import poisson_blend
 from facefill_core.config import InpaintConfig
-from facefill_core.landmarks import LandmarkPredictor, landmark_penalty, to_uint8_nhwc
+from facefill_core.imaging import check_inputs, composite, damaged, to_uint8_nhwc
+from facefill_core.landmarks import LandmarkPredictor, landmark_penalty
+from facefill_core.landmarks_torch import TorchShapePredictor
 from facefill_core.losses import context_weights, contextual_loss, landmark_distance, prior_loss
+from facefill_core.methods import LATENT, LATENT_METHODS, METHODS
 
-METHODS = ("si", "si-ld", "si-ld+", "si-ldsoft")
+__all__ = ["InpaintResult", "LatentSearchInpainter", "check_inputs", "composite", "damaged", "poisson_blend"]
 
 
 @dataclasses.dataclass
@@ -60,40 +64,6 @@ class InpaintResult:
     trajectory: Optional[Tensor] = None  # (iters + 1, B*K, z_dim) when recorded
     ld_trace: Optional[np.ndarray] = None  # (iters, B*K) Ld per step (si-ld, si-ld+)
     seconds: float = 0.0
-
-
-def check_inputs(images: Tensor, holes: Tensor) -> None:
-    """Shared input checks of every inpainter (names both shapes on a mismatch)."""
-    if not isinstance(images, Tensor) or not isinstance(holes, Tensor):
-        raise TypeError(f"images and holes must be torch tensors, got {type(images).__name__}, {type(holes).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-    if (
-        holes.dim() != 4
-        or holes.shape[1] != 1
-        or holes.shape[0] != images.shape[0]
-        or holes.shape[2:] != images.shape[2:]
-    ):
-        raise ValueError(f"holes must be (N, 1, H, W) matching images {tuple(images.shape)}, got {tuple(holes.shape)}")
-    if not torch.isfinite(images).all() or images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
-        raise ValueError("images must be finite and in [-1, 1]")
-    if ((holes != 0) & (holes != 1)).any():
-        raise ValueError("holes must contain only 0 (known) and 1 (missing)")
-    full = holes.flatten(1).min(1).values >= 1
-    if full.any():
-        raise ValueError(
-            f"hole covers the whole image for image(s) {full.nonzero().flatten().tolist()}: there is no context"
-        )
-
-
-def damaged(images: Tensor, holes: Tensor, fill: float = 0.0) -> Tensor:
-    """The damaged input: known pixels kept, hole pixels set to ``fill`` (0 = mid grey)."""
-    return torch.where(holes > 0.5, torch.full_like(images, fill), images)
-
-
-def composite(images: Tensor, generated: Tensor, holes: Tensor) -> Tensor:
-    """Known pixels exactly from ``images``, hole pixels from ``generated``."""
-    return torch.where(holes > 0.5, generated, images)
 
 
 def _seed_for(seed: int, index: int, salt: int = 0) -> int:
@@ -120,8 +90,8 @@ class LatentSearchInpainter:
         predictor: Optional[LandmarkPredictor] = None,
         device: Optional[str | torch.device] = None,
     ) -> None:
-        if cfg.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+        if cfg.method not in METHODS or METHODS[cfg.method].family != LATENT:
+            raise ValueError(f"method must be one of {', '.join(LATENT_METHODS)}, got {cfg.method!r}")
         if cfg.candidates < 1 or cfg.iters < 0:
             raise ValueError(f"candidates must be >= 1 and iters >= 0, got {cfg.candidates}, {cfg.iters}")
         if cfg.z_init not in ("uniform", "normal"):
@@ -145,7 +115,11 @@ class LatentSearchInpainter:
                 p.requires_grad_(False)
         self.z_dim = int(getattr(G, "z_dim", 100))
         self.box = tuple(box) if box is not None else None
-        self.uses_landmarks = cfg.method != "si"
+        # the method's behaviour, chosen once from its registry entry (facefill_core.methods)
+        search = METHODS[cfg.method].search
+        self.landmark_count = search.landmark_count  # Ld: evaluated during the search, added at the end
+        self.uses_landmarks = search.uses_landmarks
+        self.steer_gradient = {None: None, "antithetic": self._antithetic_grad, "soft": self._soft_grad}[search.steer]
         self.predictor = predictor
         if self.uses_landmarks and self.predictor is None:
             self.predictor = LandmarkPredictor(num_threads=cfg.landmark_threads)
@@ -157,9 +131,7 @@ class LatentSearchInpainter:
         if self.backend == "auto":
             self.backend = "torch" if self.device.type == "cuda" else "cpp"
         self.tsp = None
-        if self.uses_landmarks and (self.backend == "torch" or cfg.method == "si-ldsoft"):
-            from facefill_core.landmarks_torch import TorchShapePredictor
-
+        if self.uses_landmarks and (self.backend == "torch" or search.steer == "soft"):
             self.tsp = TorchShapePredictor(self.predictor.export()).to(self.device)
 
     # -- landmarks ------------------------------------------------------------------------
@@ -196,9 +168,11 @@ class LatentSearchInpainter:
         hole of G(z)), which is what the output will be."""
         return gz if self.cfg.steer_target == "whole" else composite(y, gz, m)
 
-    def _steer_grad(self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int, y: Tensor, m: Tensor) -> Tensor:
-        """Antithetic zeroth-order estimate of dE/dz, E = mean landmark distance (px) of the
-        whole G(z) to the reference."""
+    def _antithetic_grad(
+        self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int, y: Tensor, m: Tensor
+    ) -> Tensor:
+        """si-ld+: antithetic zeroth-order estimate of dE/dz, E = mean landmark distance (px)
+        of the steering view of G(z) to the reference ``(B, 68, 2)``."""
         cfg, k, n = self.cfg, self.cfg.candidates, z.shape[0]
         p, s = cfg.steer_pairs, cfg.steer_sigma
         u = torch.empty(n, p, self.z_dim)
@@ -222,9 +196,10 @@ class LatentSearchInpainter:
             pts = self._points(composite(y, self.G(z), m), rounded=False).reshape(b, k, 68, 2)
         return np.median(pts, axis=1).astype(np.float32)
 
-    def _soft_grad(self, z: Tensor, refs_t: Tensor, y: Tensor, m: Tensor) -> Tensor:
-        """Exact gradient of E_soft = mean distance (px) of the smooth cascade's points on the
-        whole G(z) (or composite) to the reference (si-ldsoft)."""
+    def _soft_grad(self, z: Tensor, refs: np.ndarray, indices: Sequence[int], t: int, y: Tensor, m: Tensor) -> Tensor:
+        """si-ldsoft: exact gradient of E_soft = mean distance (px) of the smooth cascade's
+        points on the steering view of G(z) to the reference ``(B, 68, 2)``."""
+        refs_t = torch.from_numpy(np.repeat(refs, self.cfg.candidates, axis=0)).to(self.device)
         zz = z.detach().requires_grad_(True)
         with torch.enable_grad():
             view = self._steer_view(self.G(zz), y, m)
@@ -315,14 +290,12 @@ class LatentSearchInpainter:
         z = z0.to(dev).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
         refs = self._points(damaged(images, holes)) if self.uses_landmarks else None
-        steering = cfg.method in ("si-ld+", "si-ldsoft")
-        refs_t = torch.from_numpy(np.repeat(refs, k, axis=0)).to(dev) if cfg.method == "si-ldsoft" else None
         steer_refs = refs
         steer_from = int(cfg.steer_start * cfg.iters)
         traj = [z.detach().cpu().clone()] if record_trajectory else None
-        ld_trace = [] if (record_ld and self.uses_landmarks) else None
+        ld_trace = [] if (record_ld and self.landmark_count) else None
         every = cfg.landmark_every  # 0: Ld only for the final choice (same output: it never steers)
-        step_ld = self.uses_landmarks and every > 0
+        step_ld = self.landmark_count and every > 0
         g_steer = None
         for t in range(cfg.iters):
             gz = self.G(z)
@@ -337,16 +310,11 @@ class LatentSearchInpainter:
             loss = (lc + lp).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if steering and t >= steer_from:
+            if self.steer_gradient is not None and t >= steer_from:
                 if g_steer is None or (t - steer_from) % cfg.steer_every == 0:
                     if cfg.steer_reference == "consensus":
                         steer_refs = self._consensus(z.detach(), y, m, b, k)
-                        if refs_t is not None:
-                            refs_t = torch.from_numpy(np.repeat(steer_refs, k, axis=0)).to(dev)
-                    if cfg.method == "si-ld+":
-                        g_steer = self._steer_grad(z.detach(), steer_refs, indices, t, y, m)
-                    else:
-                        g_steer = self._soft_grad(z.detach(), refs_t, y, m)
+                    g_steer = self.steer_gradient(z.detach(), steer_refs, indices, t, y, m)
                 z.grad.add_(g_steer, alpha=cfg.steer_weight)
             opt.step()
             with torch.no_grad():
@@ -364,10 +332,10 @@ class LatentSearchInpainter:
             total = lc + lp
             ld = torch.zeros_like(total)
             steer = torch.zeros_like(total)
-            if self.uses_landmarks:
+            if self.landmark_count:
                 ld = torch.from_numpy(self._ld(damaged(gz, m), refs, k)).float().to(dev)
                 total = total + ld
-            if steering:
+            if self.steer_gradient is not None:
                 pts = self._points(self._steer_view(gz, y, m), rounded=False)
                 steer = torch.from_numpy(landmark_distance(np.repeat(steer_refs, k, axis=0), pts)).float().to(dev)
                 total = total + cfg.steer_weight * steer
@@ -396,52 +364,3 @@ class LatentSearchInpainter:
             trajectory=torch.stack(traj) if traj is not None else None,
             ld_trace=np.stack(ld_trace) if ld_trace else None,
         )
-
-
-def poisson_blend(images: Tensor, generated: Tensor, holes: Tensor) -> Tensor:
-    """Poisson blending of the hole (Perez et al.): inside the hole, solve for pixels whose
-    Laplacian equals G(z)'s with the known pixels as boundary, with scipy's sparse solver.
-    Known pixels stay exactly the input's.
-
-    Args:
-        images, generated: ``(B, 3, H, W)`` in [-1, 1]; holes: ``(B, 1, H, W)``.
-
-    Returns:
-        ``(B, 3, H, W)`` clipped to [-1, 1].
-    """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import splu
-
-    out = images.detach().cpu().clone()
-    src = generated.detach().cpu().double().numpy()
-    tgt = images.detach().cpu().double().numpy()
-    hh = holes.detach().cpu().numpy()[:, 0] > 0.5
-    _, _, h, w = images.shape
-    for i in range(images.shape[0]):
-        ys, xs = np.nonzero(hh[i])
-        n = len(ys)
-        if n == 0:
-            continue
-        index = -np.ones((h, w), np.int64)
-        index[ys, xs] = np.arange(n)
-        rows, cols, vals = [], [], []
-        rhs = np.zeros((n, 3))
-        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            ny, nx = ys + dy, xs + dx
-            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-            p = np.nonzero(inside)[0]
-            qy, qx = ny[inside], nx[inside]
-            rows.append(p)
-            cols.append(p)
-            vals.append(np.ones(len(p)))
-            rhs[p] += (src[i][:, ys[p], xs[p]] - src[i][:, qy, qx]).T
-            q = index[qy, qx]
-            in_hole = q >= 0
-            rows.append(p[in_hole])
-            cols.append(q[in_hole])
-            vals.append(-np.ones(int(in_hole.sum())))
-            rhs[p[~in_hole]] += tgt[i][:, qy[~in_hole], qx[~in_hole]].T
-        a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-        sol = splu(a).solve(rhs)
-        out[i][:, ys, xs] = torch.from_numpy(np.clip(sol.T, -1, 1)).float()
-    return out

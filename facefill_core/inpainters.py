@@ -1,32 +1,46 @@
-"""One interface for every method, and the registry of names used on the command line.
+"""One interface for every method, built by name from the registry (:mod:`facefill_core.methods`).
 
 Every inpainter answers ``inpaint(images, holes, image_indices=None) -> Tensor``: images
 ``(N, 3, 64, 64)`` in [-1, 1] and holes ``(N, 1, 64, 64)`` (1 = missing) in, completed images of
 the same shape out, known pixels exactly the input's. ``image_indices`` are stable image ids
 that seed any randomness, so a result never depends on the rest of the batch.
+``weights_sha256`` is the digest of the weights file the method really loaded (None for a
+classical fill): what a run records as the model it used.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from facefill_core import baselines
 from facefill_core.config import InpaintConfig
+from facefill_core.imaging import check_inputs, composite
+from facefill_core.inpaint import LatentSearchInpainter
+from facefill_core.landmarks import LandmarkPredictor
+from facefill_core.methods import (
+    FEEDFORWARD,
+    LATENT,
+    LATENT_METHODS,
+    METHODS,
+    MethodInfo,
+    method_info,
+    parse_methods,
+)
+from facefill_core.pretrained import load_dcgan, load_feedforward
 
-
-@dataclasses.dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    description: str
-    weights: Optional[str]  # which trained weights it needs ("dcgan", "ce", "gfc") or None
-    build: Callable[..., "Inpainter"]
+REGISTRY: dict[str, MethodInfo] = METHODS  # the public name of the one registry
+__all__ = ["REGISTRY", "LATENT_METHODS", "MethodInfo", "Inpainter", "build", "method_info", "parse_methods"]
 
 
 class Inpainter:
+    """The interface (see the module docstring)."""
+
     name: str = ""
+    weights_sha256: Optional[str] = None
 
     def inpaint(self, images: Tensor, holes: Tensor, image_indices: Optional[Sequence[int]] = None) -> Tensor:
         raise NotImplementedError
@@ -35,22 +49,33 @@ class Inpainter:
         """Per-call extras of the last call (e.g. dropped candidates), for the records."""
         return {}
 
+    @property
+    def landmark_backend(self) -> Optional[str]:
+        """The landmark cascade the method runs (latent search only), for the records."""
+        return None
+
 
 class LatentInpainter(Inpainter):
-    def __init__(self, name: str, cfg: InpaintConfig, weights: Optional[str] = None, device=None, box=None) -> None:
-        from facefill_core.inpaint import LatentSearchInpainter
-        from facefill_core.pretrained import load_dcgan
+    """A latent-search method over a DCGAN prior (shipped when ``weights`` is None)."""
 
-        self.name = name
+    def __init__(
+        self,
+        info: MethodInfo,
+        cfg: InpaintConfig,
+        weights: Optional[str] = None,
+        device=None,
+        box=None,
+        predictor: Optional[LandmarkPredictor] = None,
+    ) -> None:
+        self.name = info.name
         g, d, meta = load_dcgan(weights, device or "cpu")
+        self.weights_sha256 = meta["sha256"]
         self.box = tuple(box) if box is not None else meta["box"]
-        self.search = LatentSearchInpainter(g, d, dataclasses.replace(cfg, method=name), box=self.box, device=device)
+        cfg = dataclasses.replace(cfg, method=info.name)
+        self.search = LatentSearchInpainter(g, d, cfg, box=self.box, predictor=predictor, device=device)
         self._last: dict = {}
 
     def inpaint(self, images, holes, image_indices=None):
-        from facefill_core.inpaint import check_inputs
-
-        check_inputs(images, holes)
         r = self.search.inpaint(images, holes, image_indices)
         self._last = {"dropped": r.dropped, "loss": r.loss.tolist(), "ld": r.ld.tolist()}
         return r.completed
@@ -58,123 +83,65 @@ class LatentInpainter(Inpainter):
     def extra(self) -> dict:
         return self._last
 
+    @property
+    def landmark_backend(self) -> Optional[str]:
+        return self.search.backend
+
 
 class FeedForwardInpainter(Inpainter):
-    def __init__(self, name: str, weights: Optional[str] = None, device=None) -> None:
-        from facefill_core.models.context_encoder import ContextEncoder
-        from facefill_core.models.dcgan import freeze
-        from facefill_core.models.gfc import GFCGenerator
-        from facefill_core.pretrained import _float32, load_payload
+    """A trained network that completes an image in one pass (Context Encoder, GFC)."""
 
-        self.name = name
+    def __init__(self, info: MethodInfo, weights: Optional[str] = None, device=None) -> None:
+        self.name = info.name
         self.device = torch.device(device or "cpu")
-        p = load_payload(weights, name)
-        self.net = (ContextEncoder if name == "ce" else GFCGenerator)(p["config"]["nf"])
-        self.net.load_state_dict(_float32(p["G"]))
-        self.net.to(self.device)
-        freeze(self.net)
-        self.mean_colour = p.get("mean_colour")
+        self.net, self.network_input, payload = load_feedforward(weights, info.weights, self.device)
+        self.payload = {k: v for k, v in payload.items() if k not in ("G", "D")}  # config, mean colour, ...
+        self.weights_sha256 = payload["sha256"]
 
     @torch.no_grad()
     def inpaint(self, images, holes, image_indices=None):
-        from facefill_core.inpaint import check_inputs, composite
-        from facefill_core.models.context_encoder import fill_mean
-        from facefill_core.models.gfc import gfc_input
-
         check_inputs(images, holes)
         x, h = images.to(self.device), holes.to(self.device)
-        if self.name == "ce":
-            out = self.net(fill_mean(x, h, self.mean_colour))
-        else:  # per-image noise seeded by its id: independent of the batch
-            ids = range(len(x)) if image_indices is None else image_indices
-            inp = torch.cat(
-                [
-                    gfc_input(x[i : i + 1], h[i : i + 1], torch.Generator().manual_seed(int(j)))
-                    for i, j in enumerate(ids)
-                ]
-            )
-            out = self.net(inp)
-        return composite(images, out.cpu().to(images.dtype), holes)
+        out = self.net(self.network_input(x, h, self.payload, image_indices))
+        return composite(images, out.cpu(), holes)
 
 
 class ClassicalInpainter(Inpainter):
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """A classical fill of :data:`facefill_core.baselines.FILLS`."""
+
+    def __init__(self, info: MethodInfo) -> None:
+        self.name = info.name
+        self.fill = baselines.FILLS[info.fill]
 
     def inpaint(self, images, holes, image_indices=None):
-        from facefill_core import baselines
-        from facefill_core.inpaint import check_inputs
-
         check_inputs(images, holes)
-        if self.name in ("telea", "ns"):
-            return baselines.opencv_fill(images, holes, self.name)
-        if self.name == "biharmonic":
-            return baselines.biharmonic_fill(images, holes)
-        return baselines.mean_fill(images, holes)
-
-
-def _latent(name):
-    return lambda cfg=InpaintConfig(), weights=None, device=None, box=None: LatentInpainter(
-        name, cfg, weights, device, box
-    )
-
-
-def _ff(name):
-    return lambda cfg=None, weights=None, device=None, box=None: FeedForwardInpainter(name, weights, device)
-
-
-def _classical(name):
-    return lambda cfg=None, weights=None, device=None, box=None: ClassicalInpainter(name)
-
-
-REGISTRY: dict[str, MethodInfo] = {
-    m.name: m
-    for m in [
-        MethodInfo("si", "Yeh et al. latent search: Lc + Lp", "dcgan", _latent("si")),
-        MethodInfo("si-ld", "the thesis: Lc + Lp + Ld (count; selects, never steers)", "dcgan", _latent("si-ld")),
-        MethodInfo(
-            "si-ld+",
-            "Lc + Lp + Ld + mu*E, E's gradient estimated by antithetic differences",
-            "dcgan",
-            _latent("si-ld+"),
-        ),
-        MethodInfo(
-            "si-ldsoft",
-            "Lc + Lp + Ld + mu*E_soft, gradient through a smooth torch cascade",
-            "dcgan",
-            _latent("si-ldsoft"),
-        ),
-        MethodInfo("ce", "Context Encoder (Pathak et al. 2016)", "ce", _ff("ce")),
-        MethodInfo("gfc", "Generative Face Completion (Li et al. 2017), no parsing loss", "gfc", _ff("gfc")),
-        MethodInfo("telea", "OpenCV cv2.inpaint, Telea", None, _classical("telea")),
-        MethodInfo("ns", "OpenCV cv2.inpaint, Navier-Stokes", None, _classical("ns")),
-        MethodInfo("biharmonic", "scikit-image inpaint_biharmonic", None, _classical("biharmonic")),
-        MethodInfo("mean", "mean colour of the known pixels", None, _classical("mean")),
-    ]
-}
-LATENT_METHODS = ("si", "si-ld", "si-ld+", "si-ldsoft")
-
-
-def method_info(name: str) -> MethodInfo:
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+        return self.fill(images, holes)
 
 
 def build(
-    name: str, cfg: Optional[InpaintConfig] = None, weights: Optional[str] = None, device=None, box=None
+    name: str,
+    cfg: Optional[InpaintConfig] = None,
+    weights: Optional[str] = None,
+    device=None,
+    box=None,
+    predictor: Optional[LandmarkPredictor] = None,
 ) -> Inpainter:
-    """Construct a method by its command-line name. Raises ValueError listing the known ones."""
+    """Construct a method by its command-line name.
+
+    Args:
+        name: a key of :data:`REGISTRY`.
+        cfg: the latent search's configuration (ignored by the other families).
+        weights: the method's weights file (kind ``REGISTRY[name].weights``); None: shipped.
+        device: where the networks run (default CPU).
+        box: the face box for the landmark terms (default: the prior's training box).
+        predictor: a landmark predictor to share (latent methods; default: one of their own).
+
+    Raises:
+        ValueError: an unknown name (listing the known ones), or weights of the wrong kind.
+    """
     info = method_info(name)
-    return info.build(cfg or InpaintConfig(), weights, device, box)
-
-
-def parse_methods(spec: str) -> tuple[str, ...]:
-    if spec == "all":
-        return tuple(REGISTRY)
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    if not names:
-        raise ValueError("--methods is empty")
-    for n in names:
-        method_info(n)
-    return names
+    if info.family == LATENT:
+        return LatentInpainter(info, cfg or InpaintConfig(), weights, device, box, predictor)
+    if info.family == FEEDFORWARD:
+        return FeedForwardInpainter(info, weights, device)
+    return ClassicalInpainter(info)  # the third family (MethodInfo checks its family)

@@ -1,7 +1,8 @@
 """dlib's 68-point facial landmarks, batched in C++ (the only importer of the extension).
 
 Images in: uint8 ``(N, H, W, 3)`` RGB or ``(N, H, W)`` gray; generator output goes through
-:func:`to_uint8_nhwc`. Points out: ``np.float32 (N, 68, 2)`` ``(x, y)`` in pixels.
+:func:`facefill_core.imaging.to_uint8_nhwc` (re-exported here). Points out:
+``np.float32 (N, 68, 2)`` ``(x, y)`` in pixels.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from facefill_core.imaging import to_uint8_nhwc  # noqa: F401 - re-exported: the extension's input
 
 try:
     from facefill_core import _landmarks as _ext
@@ -26,27 +29,6 @@ NUM_POINTS = 68
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
 
 BoxLike = Union[Sequence[int], np.ndarray]
-
-
-def to_uint8_nhwc(images) -> np.ndarray:
-    """Generator output -> the uint8 batch the extension wants.
-
-    Args:
-        images: torch tensor or numpy array ``(N, 3, H, W)`` (or ``(3, H, W)``) in [-1, 1].
-
-    Returns:
-        ``np.uint8 (N, H, W, 3)``, C-contiguous; values ``round((x + 1) * 127.5)`` clipped to
-        [0, 255].
-    """
-    if hasattr(images, "detach"):
-        images = images.detach().to("cpu").float().numpy()
-    a = np.asarray(images, dtype=np.float32)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W) in [-1, 1], got {tuple(a.shape)}")
-    a = np.clip(np.rint((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
 def _check_images(images) -> np.ndarray:
@@ -115,6 +97,7 @@ class LandmarkPredictor:
             raise ValueError(str(e)) from None
         self.model_path = path
         self.num_threads = num_threads
+        self._params: Optional[dict] = None
 
     @property
     def num_parts(self) -> int:
@@ -177,8 +160,12 @@ class LandmarkPredictor:
         return self._sp.predict_penalty(images, b, ref, float(margin_px), float(step), rounded, self.num_threads)
 
     def export(self) -> dict:
-        """The model's parameters as numpy arrays (for the torch cascade)."""
-        return self._sp.export()
+        """The model's parameters as numpy arrays (for the torch cascade). Exported once per
+        predictor and shared: every torch cascade built from it on the CPU uses the same
+        arrays, so one worker holds one copy of the model however many methods use it."""
+        if self._params is None:
+            self._params = self._sp.export()
+        return self._params
 
 
 def _check_reference(reference, num_parts: int = NUM_POINTS) -> np.ndarray:

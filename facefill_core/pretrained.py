@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+from torch import nn
 
+from facefill_core.fileio import sha256_file
+from facefill_core.models import context_encoder, gfc
 from facefill_core.models.dcgan import Discriminator, Generator, freeze
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
@@ -33,8 +36,6 @@ def verify_sha256(path: str) -> str:
         FileNotFoundError: the weights or the JSON are missing.
         ChecksumError: the digest differs (the file was changed or truncated).
     """
-    from facefill_core.train import sha256_file
-
     meta_path = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -49,13 +50,19 @@ def verify_sha256(path: str) -> str:
 
 
 def load_payload(path: Optional[str], kind: str, verify: bool = True) -> dict:
-    """Load an exported weights payload (shipped when ``path`` is None)."""
+    """Load an exported weights payload (shipped when ``path`` is None).
+
+    The returned dict also carries ``sha256``, the digest of the file actually read, and
+    ``path``, where it was: what a run records as the model it used.
+    """
     shipped = path is None
     path = shipped_path(kind) if shipped else path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if verify and (shipped or os.path.isfile(os.path.splitext(path)[0] + ".json")):
-        verify_sha256(path)
+        digest = verify_sha256(path)
+    else:
+        digest = sha256_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -63,7 +70,7 @@ def load_payload(path: Optional[str], kind: str, verify: bool = True) -> dict:
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         got = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} holds {got!r} weights, expected {kind!r}")
-    return payload
+    return {**payload, "sha256": digest, "path": os.path.abspath(path)}
 
 
 def _float32(state: dict) -> dict:
@@ -84,4 +91,32 @@ def load_dcgan(path: Optional[str] = None, device: str | torch.device = "cpu") -
     g.to(device)
     d.to(device)
     freeze(g, d)
-    return g, d, {"box": tuple(p["box"]), "data": p["data"], "config": c, "iters": p.get("iters")}
+    meta = {"box": tuple(p["box"]), "data": p["data"], "config": c, "iters": p.get("iters")}
+    return g, d, {**meta, "sha256": p["sha256"], "path": p["path"]}
+
+
+# the feed-forward networks by weights kind: (network class, its inpainting input)
+FEEDFORWARD = {
+    "ce": (context_encoder.ContextEncoder, context_encoder.network_input),
+    "gfc": (gfc.GFCGenerator, gfc.network_input),
+}
+
+
+def load_feedforward(
+    path: Optional[str], kind: str, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Callable, dict]:
+    """A trained feed-forward inpainter: ``(net, network_input, payload)``, the net frozen on
+    ``device``; ``network_input(images, holes, payload, image_indices)`` builds its input.
+
+    Raises:
+        ValueError: ``kind`` is not a feed-forward kind, or the file holds other weights.
+    """
+    if kind not in FEEDFORWARD:
+        raise ValueError(f"no feed-forward network for weights {kind!r}; known: {', '.join(FEEDFORWARD)}")
+    net_class, network_input = FEEDFORWARD[kind]
+    p = load_payload(path, kind)
+    net = net_class(p["config"]["nf"])
+    net.load_state_dict(_float32(p["G"]))
+    net.to(device)
+    freeze(net)
+    return net, network_input, p

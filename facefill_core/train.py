@@ -1,299 +1,28 @@
-"""Training: ``python -m facefill_core.train dcgan|ce|gfc --data SPEC --iters N --out DIR``.
+"""``python -m facefill_core.train dcgan|ce|gfc --data SPEC --iters N --out DIR``: the command
+line of :mod:`facefill_core.training` (a thin shell: parse, call, report in one line).
 
-Seeded and exactly resumable: batch indices and noise of iteration ``t`` come from a generator
-seeded with ``(seed, t)``, so ``--resume`` continues as if never stopped. Writes into ``--out``:
-``checkpoint.pt`` (atomic, every ``--checkpoint-every`` iterations, at the end and on Ctrl-C),
-``loss.csv``, ``samples.png``, ``command.json`` (the exact command line and config).
-``--export PATH`` writes the compact fp16 weights shipped in ``facefill_core/weights``.
-
-(This module is the one place in the library with a command line; the logic is in
-:func:`train`, which takes a :class:`~facefill_core.config.TrainConfig`.)
+Writes into ``--out``: ``checkpoint.pt``, ``loss.csv``, ``samples.png``, ``command.json``;
+``--resume`` continues exactly; ``--export PATH`` writes the compact fp16 weights (and a JSON
+with their sha256) that ``--weights-<kind>`` of ``python -m bench.run`` takes.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
-import json
-import os
+import argparse
 import sys
-import time
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from facefill_core.config import TrainConfig
-from facefill_core.data import FaceDataset, uint8_to_signed
-from facefill_core.models.common import dataset_mean_colour
-from facefill_core.models.dcgan import Discriminator, Generator, init_weights
+from facefill_core.training import TASKS, export_checkpoint, sample_z, save_grid, train
 
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["main", "train", "export_checkpoint", "sample_z", "save_grid"]
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temp file beside ``path``, then rename: a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def iteration_generator(seed: int, it: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + it)
-
-
-def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
-    """images ``(N, 3, H, W)`` in [-1, 1] -> one PNG grid (1 px gaps)."""
-    from PIL import Image
-
-    from facefill_core.data import signed_to_uint8
-
-    a = signed_to_uint8(images)
-    n, h, w, _ = a.shape
-    rows = (n + nrow - 1) // nrow
-    grid = np.full((rows * (h + 1) + 1, nrow * (w + 1) + 1, 3), 255, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, nrow)
-        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = a[i]
-    tmp = path + ".tmp.png"
-    Image.fromarray(grid).save(tmp)
-    os.replace(tmp, path)
-
-
-class DCGANTask:
-    """The thesis's DCGAN: non-saturating GAN loss, Adam(2e-4, 0.5)."""
-
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        torch.manual_seed(cfg.seed)
-        self.cfg, self.device = cfg, device
-        self.G = Generator(cfg.z_dim, cfg.ngf).to(device)
-        self.D = Discriminator(cfg.ndf).to(device)
-        self.G.apply(init_weights)
-        self.D.apply(init_weights)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr, betas=(cfg.beta1, 0.999))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr, betas=(cfg.beta1, 0.999))
-        self.fixed_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(12345))
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G": self.opt_g, "D": self.opt_d}
-
-    def step(self, real: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
-        n = real.shape[0]
-        z = torch.randn(n, self.cfg.z_dim, generator=gen).to(self.device)
-        ones = torch.ones(n, device=self.device)
-        zeros = torch.zeros(n, device=self.device)
-        fake = self.G(z)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_real = self.D(real)
-        d_fake = self.D(fake.detach())
-        loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
-        loss_d.backward()
-        self.opt_d.step()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g = F.binary_cross_entropy_with_logits(self.D(fake), ones)
-        loss_g.backward()
-        self.opt_g.step()
-        return {
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "d_real": torch.sigmoid(d_real).mean().item(),
-            "d_fake": torch.sigmoid(d_fake).mean().item(),
-        }
-
-    @torch.no_grad()
-    def samples(self) -> torch.Tensor:
-        self.G.eval()
-        out = self.G(self.fixed_z.to(self.device)).cpu()
-        self.G.train()
-        return out
-
-    def export(self) -> dict:
-        """fp16 weights of G and D plus what is needed to rebuild them."""
-        return {
-            "kind": "dcgan",
-            "config": {"z_dim": self.cfg.z_dim, "ngf": self.cfg.ngf, "ndf": self.cfg.ndf},
-            "G": {k: v.half() if v.is_floating_point() else v for k, v in self.G.state_dict().items()},
-            "D": {k: v.half() if v.is_floating_point() else v for k, v in self.D.state_dict().items()},
-        }
-
-
-def _task_registry() -> dict[str, Callable[[TrainConfig, torch.device], object]]:
-    reg: dict = {"dcgan": DCGANTask}
-    try:
-        from facefill_core.models import context_encoder, gfc
-
-        reg["ce"], reg["gfc"] = context_encoder.CETask, gfc.GFCTask
-    except AttributeError:
-        pass
-    return reg
-
-
-def make_task(cfg: TrainConfig, device: torch.device):
-    reg = _task_registry()
-    if cfg.model not in reg:
-        raise ValueError(f"model must be one of {sorted(reg)}, got {cfg.model!r}")
-    return reg[cfg.model](cfg, device)
-
-
-def train(
-    cfg: TrainConfig,
-    out_dir: str,
-    resume: bool = False,
-    progress: bool = True,
-    command: Optional[list[str]] = None,
-) -> dict:
-    """Train ``cfg.model`` into ``out_dir``. Returns a summary dict.
-
-    Raises:
-        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
-        ValueError: a checkpoint written with another config.
-    """
-    from tqdm import tqdm
-
-    if cfg.iters < 0:
-        raise ValueError(f"iters must be >= 0, got {cfg.iters}")
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    os.makedirs(out_dir, exist_ok=True)
-    device = torch.device(cfg.device)
-    dataset = FaceDataset(cfg.data)
-    train_u8, _ = dataset.load_uint8("train", cfg.n_train)
-    data = torch.from_numpy(train_u8)  # uint8 NHWC, converted per batch
-    task = make_task(cfg, device)
-    if hasattr(task, "set_data"):
-        task.set_data(data, dataset_mean_colour(train_u8))
-    ckpt_path = os.path.join(out_dir, CHECKPOINT)
-    start, wall = 0, 0.0
-    if resume:
-        if not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        saved = ck["config"]
-        for key in ("model", "data", "batch_size", "ngf", "ndf", "z_dim", "seed", "n_train"):
-            if saved.get(key) != getattr(cfg, key):
-                raise ValueError(
-                    f"checkpoint {ckpt_path} was trained with {key}={saved.get(key)!r}, "
-                    f"this run has {key}={getattr(cfg, key)!r}"
-                )
-        for k, m in task.modules().items():
-            m.load_state_dict(ck["models"][k])
-        for k, o in task.optimizers().items():
-            o.load_state_dict(ck["optims"][k])
-        start, wall = int(ck["iter"]), float(ck["wall_s"])
-
-    def checkpoint(it: int) -> None:
-        atomic_save(
-            {
-                "config": dataclasses.asdict(cfg),
-                "iter": it,
-                "wall_s": wall,
-                "box": list(dataset.box),
-                "mean_colour": getattr(task, "mean_colour", None),
-                "models": {k: m.state_dict() for k, m in task.modules().items()},
-                "optims": {k: o.state_dict() for k, o in task.optimizers().items()},
-            },
-            ckpt_path,
-        )
-        save_grid(task.samples(), os.path.join(out_dir, "samples.png"))
-
-    with open(os.path.join(out_dir, "command.json"), "w") as f:
-        json.dump({"command": command, "config": dataclasses.asdict(cfg), "data": dataset.metadata()}, f, indent=1)
-    log_path = os.path.join(out_dir, "loss.csv")
-    if not resume or not os.path.exists(log_path):
-        open(log_path, "w").close()
-    else:  # drop log rows past the checkpoint (written after it, lost on a crash)
-        with open(log_path) as f:
-            rows = [r for r in csv.reader(f)]
-        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= start] if rows else []
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerows(keep)
-    log_f = open(log_path, "a", newline="")
-    writer = None
-    it = start
-    bar = tqdm(total=cfg.iters, initial=start, disable=not progress, desc=f"train {cfg.model}", dynamic_ncols=True)
-    try:
-        for it in range(start, cfg.iters):
-            t0 = time.perf_counter()
-            gen = iteration_generator(cfg.seed, it)
-            idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
-            real = uint8_to_signed(data[idx].numpy()).to(device)
-            losses = task.step(real, gen)
-            wall += time.perf_counter() - t0
-            row = {"iter": it + 1, **{k: round(v, 6) for k, v in losses.items()}, "wall_s": round(wall, 3)}
-            if writer is None:
-                writer = csv.DictWriter(log_f, fieldnames=list(row))
-                if log_f.tell() == 0:
-                    writer.writeheader()
-            writer.writerow(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:3]})
-            bar.update(1)
-            if (it + 1) % cfg.checkpoint_every == 0:
-                log_f.flush()
-                checkpoint(it + 1)
-        it = cfg.iters
-    except KeyboardInterrupt:
-        log_f.flush()
-        checkpoint(it)
-        bar.close()
-        log_f.close()
-        raise
-    bar.close()
-    log_f.close()
-    checkpoint(cfg.iters)
-    return {"iters": cfg.iters, "wall_s": wall, "checkpoint": ckpt_path}
-
-
-def export_checkpoint(ckpt_path: str, out_path: str, command: Optional[str] = None) -> dict:
-    """Write the compact fp16 weights of a training checkpoint and a JSON beside them."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    cfg = TrainConfig(**ck["config"])
-    task = make_task(cfg, torch.device("cpu"))
-    for k, m in task.modules().items():
-        m.load_state_dict(ck["models"][k])
-    if ck.get("mean_colour") is not None:
-        task.mean_colour = ck["mean_colour"]
-    payload = task.export()
-    payload["box"] = ck["box"]
-    payload["data"] = cfg.data
-    payload["iters"] = ck["iter"]
-    atomic_save(payload, out_path)
-    meta = {
-        "file": os.path.basename(out_path),
-        "sha256": sha256_file(out_path),
-        "bytes": os.path.getsize(out_path),
-        "kind": payload["kind"],
-        "train_config": dataclasses.asdict(cfg),
-        "data": cfg.data,
-        "box": ck["box"],
-        "iters": ck["iter"],
-        "wall_s": round(ck["wall_s"], 1),
-        "command": command,
-    }
-    with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
-        json.dump(meta, f, indent=1)
-    return meta
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    import argparse
-
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facefill_core.train", description=__doc__.split("\n")[0])
-    p.add_argument("model", choices=["dcgan", "ce", "gfc"])
+    p.add_argument("model", choices=list(TASKS))
     p.add_argument("--data", default="embedded")
     p.add_argument("--iters", type=int, default=TrainConfig.iters)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -301,6 +30,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--ngf", type=int, default=TrainConfig.ngf)
     p.add_argument("--ndf", type=int, default=TrainConfig.ndf)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--z-dist", choices=["uniform", "normal"], default=TrainConfig.z_dist)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -309,7 +39,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", default=None, help="after training, write compact fp16 weights here")
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = build_parser().parse_args(argv)
     cfg = TrainConfig(
         model=a.model,
         data=a.data,
@@ -319,6 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ngf=a.ngf,
         ndf=a.ndf,
         seed=a.seed,
+        z_dist=a.z_dist,
         n_train=a.n_train,
         checkpoint_every=a.checkpoint_every,
         device=a.device,

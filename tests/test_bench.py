@@ -63,6 +63,16 @@ def test_end_to_end_in_process(inproc_run):
     ):
         assert os.path.exists(os.path.join(inproc_run, f)), f
     assert "| si-ld" in _read(inproc_run, "tables.md")
+    from facefill_core.fileio import sha256_file
+    from facefill_core.pretrained import shipped_path
+
+    ce = sha256_file(shipped_path("ce"))
+    assert man["weights"]["ce"]["sha256"] == ce and man["weights"]["ce"]["shipped"] is True
+    assert {r["weights_sha256"] for r in recs if r["method"] == "ce"} == {ce}
+    assert {r["weights_sha256"] for r in recs if r["method"] == "telea"} == {None}
+    from bench.rundir import dlib_version
+
+    assert man["versions"]["dlib (linked)"] == dlib_version() != "19.24"  # from the system, not a literal
 
 
 def test_same_seed_same_records(inproc_run, tmp_path):
@@ -96,7 +106,6 @@ def test_kill_and_resume_same_tables(inproc_run, tmp_path):
 @pytest.mark.slow
 def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
     out = str(tmp_path / "ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     cmd = [
         sys.executable,
         "-m",
@@ -109,7 +118,7 @@ def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
         "--inject-crash",
         "telea__random__00000-00002",
     ]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(out, ".crashed-telea__random__00000-00002"))  # a worker really died
     # Ray workers run torch on 1 thread, the in-process run on all cores: float reduction order
@@ -157,3 +166,46 @@ def test_paired_differences(inproc_run):
     text = paired_table(recs, "mean", ["telea", "mean"])
     assert "| telea - mean" in text and "### NME difference" in text
     assert "+0.00 ± nan (0/2)" in text or "+0.00 ± 0.00 (0/2)" in text  # mean - mean is exactly 0
+
+
+def _tiny_weights(kind, path):
+    """Freshly initialised (untrained) tiny weights of ``kind``, exported like real ones."""
+    import torch
+
+    from facefill_core.config import TrainConfig
+    from facefill_core.fileio import atomic_save
+    from facefill_core.training import TASKS
+
+    task = TASKS[kind](TrainConfig(model=kind, ngf=8, ndf=8, seed=7), torch.device("cpu"))
+    atomic_save({**task.export(), "box": [8, 16, 55, 63], "data": "embedded", "iters": 0}, str(path))
+    return str(path)
+
+
+def test_every_method_uses_the_weights_it_is_given(tmp_path):
+    """Every method runs with every weights flag its registry entry declares; the records and
+    the manifest carry the sha256 of exactly that file (si-ldsoft once ran the shipped prior
+    whatever --weights-dcgan said)."""
+    from facefill_core.fileio import sha256_file
+    from facefill_core.methods import METHODS, WEIGHTS_KINDS
+
+    given = {kind: _tiny_weights(kind, tmp_path / f"tiny_{kind}.pt") for kind in WEIGHTS_KINDS}
+    flags = [a for kind, p in given.items() for a in (f"--weights-{kind}", p)]
+    out = str(tmp_path / "run")
+    args = ["--methods", "all", "--masks", "centre", "--n-images", "1", "--iters", "2", "--candidates", "2"]
+    assert main(args + flags + ["--workers", "0", "--no-progress", "--out", out]) == 0
+    recs = [json.loads(line) for line in _read(out, "records.jsonl").splitlines()]
+    man = json.loads(_read(out, "manifest.json"))
+    assert {r["method"] for r in recs} == set(METHODS)
+    for r in recs:
+        info = METHODS[r["method"]]
+        if info.weights is None:
+            assert r["weights_sha256"] is None and r["method"] not in man["weights"]
+            continue
+        digest = sha256_file(given[info.weights])
+        assert r["weights_sha256"] == digest, r["method"]
+        assert man["weights"][r["method"]] == {
+            "kind": info.weights,
+            "path": os.path.abspath(given[info.weights]),
+            "sha256": digest,
+            "shipped": False,
+        }

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from facefill_core.blend import poisson_blend
 from facefill_core.config import InpaintConfig, MaskConfig
 from facefill_core.data import FaceDataset, to_unit_range
-from facefill_core.inpaint import LatentSearchInpainter, poisson_blend
+from facefill_core.inpaint import LatentSearchInpainter
 from facefill_core.masks import make_masks
 from facefill_core.metrics import psnr
 from facefill_core.pretrained import load_dcgan

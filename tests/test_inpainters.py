@@ -48,6 +48,35 @@ def test_registry_errors_and_weights_info():
     assert method_info("telea").weights is None
 
 
+def test_every_list_derives_from_the_registry():
+    import dataclasses
+
+    from bench.cli import build_parser
+    from facefill_core import inpaint
+    from facefill_core.config import BenchConfig
+    from facefill_core.inpainters import LATENT_METHODS
+    from facefill_core.methods import LATENT, WEIGHTS_KINDS, LatentSearch, MethodInfo
+
+    assert LATENT_METHODS == tuple(n for n, m in REGISTRY.items() if m.family == LATENT)
+    assert LATENT_METHODS == ("si", "si-ld", "si-ld+", "si-ldsoft")
+    assert inpaint.METHODS is REGISTRY and BenchConfig().methods == tuple(REGISTRY)
+    assert WEIGHTS_KINDS == ("dcgan", "ce", "gfc")
+    help_text = build_parser().format_help()
+    for name, m in REGISTRY.items():
+        assert name in help_text
+        if m.weights:  # one flag per kind, one config field per kind, used by every method of that kind
+            assert m.weights_flag in help_text
+            assert BenchConfig(**{f"weights_{m.weights}": "/w.pt"}).weights_for(name) == "/w.pt"
+    assert BenchConfig(weights_dcgan="/g.pt").weights_for("si-ldsoft") == "/g.pt"
+    assert BenchConfig(weights_dcgan="/g.pt").weights_for("telea") is None
+    fields = {f.name for f in dataclasses.fields(BenchConfig)}
+    assert {f"weights_{k}" for k in WEIGHTS_KINDS} <= fields
+    with pytest.raises(ValueError, match="a latent method .* declares its search"):
+        MethodInfo("x", LATENT, "no search", "dcgan")
+    with pytest.raises(ValueError, match="steer must be one of"):
+        LatentSearch(steer="sideways")
+
+
 @pytest.mark.parametrize("kind", ["dcgan", "ce", "gfc"])
 def test_shipped_weights_checksum_and_size(kind, tmp_path):
     p = shipped_path(kind)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from facefill_core.config import MaskConfig
+from facefill_core.imaging import composite, damaged
 from facefill_core.masks import THESIS_MASKS, make_masks
 
 
@@ -51,3 +52,9 @@ def dataset_mean_colour(data_u8: np.ndarray) -> list[float]:
     """Mean colour of a uint8 NHWC training set, in [-1, 1] (the Context Encoder's hole fill)."""
     m = data_u8.reshape(-1, 3).mean(0) / 127.5 - 1.0
     return [float(v) for v in m]
+
+
+def before_after_grid(x: Tensor, holes: Tensor, out: Tensor) -> Tensor:
+    """Training samples of 16 images: rows of 8 originals, damaged (holes white), completed."""
+    dam, comp = damaged(x, holes, fill=1.0), composite(x, out, holes)
+    return torch.cat([x[:8], dam[:8], comp[:8], x[8:], dam[8:], comp[8:]])

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facefill_core.models.common import half_state, sample_training_masks
+from facefill_core.imaging import composite, uint8_to_signed
+from facefill_core.models.common import before_after_grid, half_state, sample_training_masks
 from facefill_core.models.dcgan import Discriminator, init_weights
 
 
@@ -60,8 +61,15 @@ class ContextEncoder(nn.Module):
 
 
 def fill_mean(images: Tensor, holes: Tensor, mean_colour) -> Tensor:
+    """The network's input: holes filled with the training set's mean colour (3 floats in [-1, 1])."""
     mc = torch.as_tensor(mean_colour, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return torch.where(holes > 0.5, mc.expand_as(images), images)
+    return composite(images, mc.expand_as(images), holes)
+
+
+def network_input(images: Tensor, holes: Tensor, payload: dict, image_indices) -> Tensor:
+    """The inpainting input of exported weights ``payload`` (the common signature of the
+    feed-forward models; the Context Encoder needs no randomness, so ignores the ids)."""
+    return fill_mean(images, holes, payload.get("mean_colour"))
 
 
 class CETask:
@@ -83,8 +91,6 @@ class CETask:
 
     def set_data(self, data_u8, mean_colour) -> None:
         self.mean_colour = mean_colour
-        from facefill_core.data import uint8_to_signed
-
         g = torch.Generator().manual_seed(777)
         self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g))
 
@@ -97,7 +103,7 @@ class CETask:
     def step(self, real: Tensor, gen: torch.Generator) -> dict:
         holes = sample_training_masks(real.shape[0], gen).to(self.device)
         out = self.net(fill_mean(real, holes, self.mean_colour))
-        comp = torch.where(holes > 0.5, out, real)
+        comp = composite(real, out, holes)
         ones = torch.ones(real.shape[0], device=self.device)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d = F.binary_cross_entropy_with_logits(self.D(real), ones) + F.binary_cross_entropy_with_logits(
@@ -119,10 +125,7 @@ class CETask:
         self.net.eval()
         out = self.net(fill_mean(x.to(self.device), h.to(self.device), self.mean_colour)).cpu()
         self.net.train()
-        damaged = torch.where(h > 0.5, torch.ones_like(x), x)
-        return torch.cat(
-            [x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8], x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]]
-        )
+        return before_after_grid(x, h, out)
 
     def export(self) -> dict:
         return {

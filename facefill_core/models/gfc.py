@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facefill_core.models.common import crop_holes, half_state, sample_training_masks
+from facefill_core.imaging import composite, uint8_to_signed
+from facefill_core.models.common import before_after_grid, crop_holes, half_state, sample_training_masks
 from facefill_core.models.dcgan import Discriminator, init_weights
 
 
@@ -79,7 +80,19 @@ class LocalDiscriminator(nn.Module):
 def gfc_input(images: Tensor, holes: Tensor, gen: torch.Generator | None) -> Tensor:
     """Holes filled with uniform noise in [-1, 1] (seeded by ``gen``), mask as a 4th channel."""
     noise = torch.rand(images.shape, generator=gen).to(images.device) * 2 - 1
-    return torch.cat([torch.where(holes > 0.5, noise, images), holes], 1)
+    return torch.cat([composite(images, noise, holes), holes], 1)
+
+
+def network_input(images: Tensor, holes: Tensor, payload: dict, image_indices) -> Tensor:
+    """The inpainting input (the common signature of the feed-forward models): per-image noise
+    seeded by the image's id, so a result never depends on the rest of the batch."""
+    ids = range(len(images)) if image_indices is None else image_indices
+    return torch.cat(
+        [
+            gfc_input(images[i : i + 1], holes[i : i + 1], torch.Generator().manual_seed(int(j)))
+            for i, j in enumerate(ids)
+        ]
+    )
 
 
 class GFCTask:
@@ -102,8 +115,6 @@ class GFCTask:
         self._fixed = None
 
     def set_data(self, data_u8, mean_colour) -> None:
-        from facefill_core.data import uint8_to_signed
-
         g = torch.Generator().manual_seed(777)
         self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g))
 
@@ -116,7 +127,7 @@ class GFCTask:
     def step(self, real: Tensor, gen: torch.Generator) -> dict:
         holes = sample_training_masks(real.shape[0], gen).to(self.device)
         out = self.net(gfc_input(real, holes, gen))
-        comp = torch.where(holes > 0.5, out, real)
+        comp = composite(real, out, holes)
         n = real.shape[0]
         ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
         bce = F.binary_cross_entropy_with_logits
@@ -144,10 +155,7 @@ class GFCTask:
         self.net.eval()
         out = self.net(gfc_input(x.to(self.device), h.to(self.device), torch.Generator().manual_seed(0))).cpu()
         self.net.train()
-        damaged = torch.where(h > 0.5, torch.ones_like(x), x)
-        return torch.cat(
-            [x[:8], damaged[:8], torch.where(h > 0.5, out, x)[:8], x[8:], damaged[8:], torch.where(h > 0.5, out, x)[8:]]
-        )
+        return before_after_grid(x, h, out)
 
     def export(self) -> dict:
         return {"kind": "gfc", "config": {"nf": self.cfg.ngf}, "G": half_state(self.net)}

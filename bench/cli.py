@@ -1,0 +1,168 @@
+"""The command line of ``python -m bench.run``: the parser and the validation of everything
+that can be checked before any work starts. Flags, help text and defaults derive from the
+method registry (:mod:`facefill_core.methods`) and the presets (:mod:`facefill_core.config`)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+
+from facefill_core.config import PRESETS, BenchConfig
+from facefill_core.data import FaceDataset
+from facefill_core.masks import MASK_KINDS, parse_masks
+from facefill_core.methods import ALL_METHODS, METHODS, WEIGHTS_KINDS, method_info, parse_methods
+from facefill_core.pretrained import shipped_path
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bench.run", description="Benchmark face inpainting methods.")
+    p.add_argument("--masks", default="all", help=f"all | comma list of {','.join(MASK_KINDS)}")
+    p.add_argument("--methods", default="all", help=f"all | comma list ({','.join(ALL_METHODS)})")
+    p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
+    p.add_argument("--n-images", type=int, default=None, help="test images (preset: quick 8, paper 500)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument("--iters", type=int, default=None, help="latent-search Adam steps (quick 100, paper 1000)")
+    p.add_argument("--candidates", type=int, default=None, help="latents per image (quick 16, paper 64)")
+    p.add_argument("--lambda", dest="prior_weight", type=float, default=0.003, help="prior loss weight")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs to use, one Ray actor each (default: all visible)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="CPU workers when --gpus 0 (default: one per core; 0 = in-process, no Ray)",
+    )
+    p.add_argument("--shard-size", type=int, default=4, help="images per work unit for latent methods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default results/runs/<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="skip units already finished in --out")
+    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--box", default=None, help="override the canonical face box: left,top,right,bottom")
+    for kind in WEIGHTS_KINDS:
+        users = ",".join(n for n, m in METHODS.items() if m.weights == kind)
+        p.add_argument(f"--weights-{kind}", default=None, help=f"{kind} weights for {users} (default: shipped)")
+    p.add_argument(
+        "--landmark-backend",
+        choices=["auto", "cpp", "torch"],
+        default="auto",
+        help="landmark cascade in the latent search (auto: cpp on CPU, torch on CUDA)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+    p.add_argument("--inject-crash", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
+    """Parse and validate everything that can be checked before any work starts.
+
+    Raises:
+        UsageError: one line naming the flag and the value.
+    """
+    a = build_parser().parse_args(argv)
+    try:
+        masks = parse_masks(a.masks)
+        methods = parse_methods(a.methods)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    preset = PRESETS[a.preset]
+    n_images = a.n_images if a.n_images is not None else preset["n_images"]
+    iters = a.iters if a.iters is not None else preset["iters"]
+    candidates = a.candidates if a.candidates is not None else preset["candidates"]
+    if n_images <= 0:
+        raise UsageError(f"--n-images must be positive, got {n_images}")
+    if iters < 0 or candidates <= 0:
+        raise UsageError(f"--iters must be >= 0 and --candidates > 0, got {iters}, {candidates}")
+    if a.shard_size <= 0:
+        raise UsageError(f"--shard-size must be positive, got {a.shard_size}")
+    visible = _visible_gpus()
+    gpus = visible if a.gpus is None else a.gpus
+    if gpus < 0:
+        raise UsageError(f"--gpus must be >= 0, got {gpus}")
+    if gpus > visible and a.address is None:
+        raise UsageError(f"--gpus {gpus} asked, but {visible} CUDA device(s) are visible")
+    workers = a.workers if a.workers is not None else (os.cpu_count() or 1)
+    if workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
+    box = _parse_box(a.box)
+    try:
+        ds = FaceDataset(a.data, box=box)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
+        raise UsageError(f"--data: {e}") from None
+    if n_images > len(ds.test_ids):
+        raise UsageError(f"--n-images {n_images}: {a.data} has only {len(ds.test_ids)} test images")
+    weights = {kind: getattr(a, f"weights_{kind}") for kind in WEIGHTS_KINDS}
+    for kind, path in weights.items():
+        if path and not os.path.isfile(path):
+            raise UsageError(f"--weights-{kind}: no such file {path}")
+    for m in methods:
+        kind = method_info(m).weights
+        if kind and not weights[kind] and not os.path.isfile(shipped_path(kind)):
+            raise UsageError(
+                f"method {m} needs {kind} weights: {shipped_path(kind)} is missing "
+                f"(train them, or pass --weights-{kind})"
+            )
+    out = a.out or os.path.join("results", "runs", dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S"))
+    _check_writable(out)
+    cfg = BenchConfig(
+        masks=masks,
+        methods=methods,
+        data=a.data,
+        preset=a.preset,
+        n_images=n_images,
+        candidates=candidates,
+        iters=iters,
+        prior_weight=a.prior_weight,
+        seed=a.seed,
+        gpus=gpus,
+        workers=workers,
+        shard_size=a.shard_size,
+        out=os.path.abspath(out),
+        address=a.address,
+        box=box,
+        inject_crash=a.inject_crash,
+        landmark_backend=a.landmark_backend,
+        **{f"weights_{kind}": path for kind, path in weights.items()},
+    )
+    return cfg, a
+
+
+def _parse_box(text):
+    if not text:
+        return None
+    try:
+        box = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise UsageError(f"--box must be left,top,right,bottom integers, got {text!r}")
+    return box
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _check_writable(out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-probe-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--out {out} is not writable: {e.strerror or e}") from None

@@ -1,0 +1,85 @@
+"""Running a run's units: in-process (``--workers 0``, no Ray, nothing listening) or on a pool
+of Ray actors. Each unit's records are written to the run directory as soon as it finishes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from bench.rundir import log, write_unit
+from bench.workers import UnitRunner, WorkerInputs, make_ray_worker
+from facefill_core.config import BenchConfig
+
+
+def init_ray(cfg: BenchConfig, n_cpus: int, n_gpus: int, verbose: bool) -> None:
+    """Start a local Ray cluster sized to the actors (``n_cpus`` CPUs, ``n_gpus`` GPUs; the
+    driver is not an actor), or join ``cfg.address``. Ray's authentication stays as Ray sets it
+    (token mode for a local cluster); it is never turned off here."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    init_kw = dict(
+        include_dashboard=False,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        log_to_driver=verbose,
+        configure_logging=True,
+    )
+    if cfg.address:
+        ray.init(address=cfg.address, **init_kw)
+    else:
+        ray.init(num_cpus=n_cpus, num_gpus=n_gpus, _node_ip_address="127.0.0.1", **init_kw)
+
+
+def in_process(cfg: BenchConfig) -> bool:
+    """Whether the run uses no Ray at all."""
+    return cfg.gpus == 0 and cfg.workers == 0 and cfg.address is None
+
+
+def execute(cfg: BenchConfig, units: list, inputs: WorkerInputs, progress: bool = True, verbose: bool = False) -> None:
+    """Run ``units`` with the driver's resolved ``inputs``, writing each as it finishes."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(units), desc="units", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    results = _results(cfg, units, inputs, verbose)
+    try:
+        for result in results:
+            write_unit(cfg.out, result)
+            log.info("unit done %s", result["uid"])
+            bar.update(1)
+    finally:
+        results.close()  # shuts Ray down now, also when writing a unit failed
+        bar.close()
+
+
+def _results(cfg: BenchConfig, units: list, inputs: WorkerInputs, verbose: bool):
+    if in_process(cfg):
+        import torch
+
+        runner = UnitRunner(cfg, cfg.out, inputs, "cpu", torch.get_num_threads())
+        for u in units:
+            yield runner.run(u)
+        return
+    import ray
+    from ray.util import ActorPool
+
+    n_cpu = os.cpu_count() or 1
+    if cfg.gpus > 0:
+        n_actors, per_actor, device = cfg.gpus, {"num_gpus": 1, "num_cpus": 1}, "cuda"
+        threads = max(1, n_cpu // cfg.gpus - 1)
+    else:
+        n_actors, per_actor, device = cfg.workers, {"num_cpus": 1}, "cpu"
+        threads = max(1, n_cpu // cfg.workers)
+    init_ray(cfg, n_actors, cfg.gpus, verbose)
+    try:
+        Worker = make_ray_worker()
+        inputs_ref = ray.put(inputs)  # one copy in the object store, read by every actor
+        actors = [
+            Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(
+                cfg, cfg.out, inputs_ref, device, threads
+            )
+            for _ in range(min(n_actors, len(units)))
+        ]
+        yield from ActorPool(actors).map_unordered(lambda a, u: a.run.remote(u), units)
+    finally:
+        ray.shutdown()

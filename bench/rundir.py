@@ -1,0 +1,197 @@
+"""A run directory: its layout, its manifest (provenance), the per-unit records and outputs,
+and their merge.
+
+    manifest.json        config, identity (what --resume must match), versions, commit, machine,
+                         data (spec, box, sizes), weights per method (path, sha256)
+    masks/<mask>.npy     uint8 (N, 64, 64), 1 = hole; the same for every method
+    records/<uid>.jsonl  one object per image of a finished unit (written last, atomically)
+    outputs/<uid>.npy    uint8 (n, 64, 64, 3) completed images of the unit
+    records.jsonl        all records, sorted; tables.md, tables/, figures/ from bench.report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from typing import Optional
+
+import numpy as np
+
+from bench.cli import UsageError
+from bench.report import load_unit_records
+from facefill_core.config import BenchConfig, MaskConfig
+from facefill_core.fileio import sha256_file, write_json_atomic
+from facefill_core.masks import make_masks
+from facefill_core.methods import method_info
+from facefill_core.metrics import METRIC_SETTINGS
+from facefill_core.pretrained import shipped_path
+
+log = logging.getLogger("bench")
+PACKAGES = ("torch", "numpy", "scikit-image", "opencv-python-headless", "ray", "scipy", "facefill", "gan-face-generate")
+
+
+def masks_path(run_dir: str, mask: str) -> str:
+    return os.path.join(run_dir, "masks", f"{mask}.npy")
+
+
+def git_commit() -> Optional[str]:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        r = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def dlib_version() -> Optional[str]:
+    """The version of the dlib the extension links: Debian's libdlib-dev package, else
+    pkg-config's; None when neither knows."""
+    for cmd in (["dpkg-query", "-W", "-f=${Version}", "libdlib-dev"], ["pkg-config", "--modversion", "dlib-1"]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    return None
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = None
+    out["dlib (linked)"] = dlib_version()
+    return out
+
+
+def weights_manifest(cfg: BenchConfig) -> dict:
+    """Per method with trained weights: the file the run uses (the user's, or the shipped one)
+    and its sha256; each record's ``weights_sha256`` says which file its worker really loaded."""
+    out = {}
+    for m in cfg.methods:
+        kind = method_info(m).weights
+        if kind:
+            path = os.path.abspath(cfg.weights_for(m) or shipped_path(kind))
+            out[m] = {"kind": kind, "path": path, "sha256": sha256_file(path), "shipped": cfg.weights_for(m) is None}
+    return out
+
+
+def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict:
+    """Write the manifest and the run's masks; on ``resume``, check they match the old run.
+
+    Raises:
+        UsageError: an existing run without ``resume``, or one made with other settings.
+    """
+    import torch
+
+    path = os.path.join(cfg.out, "manifest.json")
+    identity = json.loads(json.dumps(cfg.identity()))
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if not resume:
+            raise UsageError(
+                f"--out {cfg.out} already holds a run: add --resume to continue it, or choose another --out"
+            )
+        if old.get("identity") != identity:
+            diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+            raise UsageError(f"--resume: {cfg.out} was run with other settings ({', '.join(diff)})")
+    manifest = {
+        "config": dataclasses.asdict(cfg),
+        "identity": cfg.identity(),
+        "inpaint_config": {m: dataclasses.asdict(cfg.inpaint_config(m)) for m in cfg.methods},
+        "weights": weights_manifest(cfg),
+        "data": data_metadata,
+        "metric_settings": METRIC_SETTINGS,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        },
+        "command": ["python", "-m", "bench.run", *sys.argv[1:]],
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json_atomic(path, manifest)
+    os.makedirs(os.path.join(cfg.out, "masks"), exist_ok=True)
+    for mask in cfg.masks:
+        p = masks_path(cfg.out, mask)
+        m = make_masks(MaskConfig(mask, seed=cfg.seed), cfg.n_images)[:, 0].numpy().astype(np.uint8)
+        if os.path.exists(p):
+            if not np.array_equal(np.load(p), m):
+                raise UsageError(f"--resume: saved mask {p} differs from the one this run would make")
+            continue
+        tmp = p + ".tmp.npy"
+        np.save(tmp, m)
+        os.replace(tmp, p)
+    return manifest
+
+
+def setup_logging(run_dir: str, verbose: bool) -> None:
+    """``run.log`` in the run directory; also stderr when ``verbose``."""
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    fh = logging.FileHandler(os.path.join(run_dir, "run.log"))
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(fh)
+    if verbose:
+        log.addHandler(logging.StreamHandler(sys.stderr))
+
+
+def write_unit(run_dir: str, result: dict) -> None:
+    """Write one finished unit atomically: outputs/<uid>.npy, then records/<uid>.jsonl (last:
+    its presence is what marks the unit done)."""
+    rec_dir, out_dir = os.path.join(run_dir, "records"), os.path.join(run_dir, "outputs")
+    os.makedirs(rec_dir, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
+    uid = result["uid"]
+    tmp = os.path.join(out_dir, f".{uid}.npy.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, result["outputs"])
+    os.replace(tmp, os.path.join(out_dir, f"{uid}.npy"))
+    tmp = os.path.join(rec_dir, f".{uid}.jsonl.tmp")
+    with open(tmp, "w") as f:
+        for r in result["records"]:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, os.path.join(rec_dir, f"{uid}.jsonl"))
+
+
+def done_units(run_dir: str) -> set[str]:
+    d = os.path.join(run_dir, "records")
+    if not os.path.isdir(d):
+        return set()
+    return {f[: -len(".jsonl")] for f in os.listdir(d) if f.endswith(".jsonl") and not f.startswith(".")}
+
+
+def unit_outputs(run_dir: str, uid: str) -> Optional[np.ndarray]:
+    p = os.path.join(run_dir, "outputs", f"{uid}.npy")
+    return np.load(p) if os.path.exists(p) else None
+
+
+def merge_records(run_dir: str) -> list[dict]:
+    """records/*.jsonl -> records.jsonl (atomic), sorted; one object per image x method x mask."""
+    recs = load_unit_records(run_dir)
+    recs.sort(key=lambda r: (r["method"], r["mask"], r["image_index"]))
+    keys = [(r["method"], r["mask"], r["image_index"]) for r in recs]
+    if len(set(keys)) != len(keys):
+        raise RuntimeError(f"duplicate records in {os.path.join(run_dir, 'records')}")
+    tmp = os.path.join(run_dir, "records.jsonl.tmp")
+    with open(tmp, "w") as f:
+        for r in recs:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, os.path.join(run_dir, "records.jsonl"))
+    return recs
