@@ -18,7 +18,7 @@ from typing import Optional
 from bench.cli import UsageError, build_config, build_parser
 from bench.execute import execute
 from bench.report import build_report
-from bench.rundir import done_units, log, merge_records, prepare_run_dir, setup_logging
+from bench.rundir import check_existing_run, done_units, log, merge_records, prepare_run_dir, setup_logging
 from bench.workers import plan_units, resolve_inputs
 from facefill_core.config import BenchConfig
 
@@ -28,6 +28,7 @@ __all__ = ["UsageError", "build_config", "build_parser", "main", "run"]
 def run(cfg: BenchConfig, resume: bool = False, progress: bool = True, verbose: bool = False) -> str:
     """Run (or, with ``resume``, finish) ``cfg`` into ``cfg.out``; returns the run directory.
     The dataset, its face box and the targets' landmarks are resolved here, once."""
+    check_existing_run(cfg, resume)  # before any work
     inputs = resolve_inputs(cfg)
     prepare_run_dir(cfg, resume, inputs.test_set.metadata)
     setup_logging(cfg.out, verbose)

@@ -87,26 +87,34 @@ def weights_manifest(cfg: BenchConfig) -> dict:
     return out
 
 
-def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict:
-    """Write the manifest and the run's masks; on ``resume``, check they match the old run.
+def check_existing_run(cfg: BenchConfig, resume: bool) -> None:
+    """Refuse an ``--out`` that holds a run unless resuming it with the same settings.
 
     Raises:
         UsageError: an existing run without ``resume``, or one made with other settings.
     """
+    path = os.path.join(cfg.out, "manifest.json")
+    if not os.path.exists(path):
+        return
+    if not resume:
+        raise UsageError(f"--out {cfg.out} already holds a run: add --resume to continue it, or choose another --out")
+    with open(path) as f:
+        old = json.load(f)
+    identity = json.loads(json.dumps(cfg.identity()))
+    if old.get("identity") != identity:
+        diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+        raise UsageError(f"--resume: {cfg.out} was run with other settings ({', '.join(diff)})")
+
+
+def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict:
+    """Write the manifest and the run's masks; on ``resume``, check they match the old run.
+
+    Raises:
+        UsageError: see :func:`check_existing_run`; a saved mask that differs.
+    """
     import torch
 
-    path = os.path.join(cfg.out, "manifest.json")
-    identity = json.loads(json.dumps(cfg.identity()))
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if not resume:
-            raise UsageError(
-                f"--out {cfg.out} already holds a run: add --resume to continue it, or choose another --out"
-            )
-        if old.get("identity") != identity:
-            diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
-            raise UsageError(f"--resume: {cfg.out} was run with other settings ({', '.join(diff)})")
+    check_existing_run(cfg, resume)
     manifest = {
         "config": dataclasses.asdict(cfg),
         "identity": cfg.identity(),
@@ -125,7 +133,7 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict
         "command": ["python", "-m", "bench.run", *sys.argv[1:]],
         "started": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    write_json_atomic(path, manifest)
+    write_json_atomic(os.path.join(cfg.out, "manifest.json"), manifest)
     os.makedirs(os.path.join(cfg.out, "masks"), exist_ok=True)
     for mask in cfg.masks:
         p = masks_path(cfg.out, mask)

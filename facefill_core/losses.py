@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from facefill_core.landmarks import landmark_penalty
+
 
 def _reduce(x: Tensor, reduction: str) -> Tensor:
     if reduction == "none":
@@ -73,8 +75,6 @@ def landmark_count_loss(
     reference: np.ndarray, predicted: np.ndarray, margin_px: float = 3.0, step: float = 0.5
 ) -> np.ndarray:
     """The thesis's L_d per candidate (see :func:`facefill_core.landmarks.landmark_penalty`)."""
-    from facefill_core.landmarks import landmark_penalty
-
     return landmark_penalty(reference, predicted, margin_px, step)
 
 

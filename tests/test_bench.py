@@ -209,3 +209,34 @@ def test_every_method_uses_the_weights_it_is_given(tmp_path):
             "sha256": digest,
             "shipped": False,
         }
+
+
+def test_worker_shares_one_predictor_and_resolved_inputs(tmp_path):
+    """One landmark predictor per worker, injected into every method; the torch cascade reads
+    the same model arrays; the NME against the driver's target points equals face_metrics's
+    (which recomputes the targets) on the unit's saved outputs."""
+    import numpy as np
+    import torch
+
+    from bench.rundir import prepare_run_dir
+    from bench.workers import Unit, UnitRunner, resolve_inputs
+    from facefill_core.config import BenchConfig
+    from facefill_core.metrics import face_metrics
+
+    cfg = BenchConfig(
+        masks=("centre",), methods=("si-ld", "si-ldsoft"), n_images=2, candidates=2, iters=1, out=str(tmp_path)
+    )
+    inputs = resolve_inputs(cfg)
+    assert inputs.test_set.box == (8, 16, 55, 63) and inputs.target_points.shape == (2, 68, 2)
+    prepare_run_dir(cfg, False, inputs.test_set.metadata)
+    runner = UnitRunner(cfg, str(tmp_path), inputs, "cpu", 1)
+    a, b = runner._inpainter("si-ld"), runner._inpainter("si-ldsoft")
+    assert a.search.predictor is runner.predictor and b.search.predictor is runner.predictor
+    shared = runner.predictor.export()["initial_shape"]
+    assert np.shares_memory(b.search.tsp.initial_shape.numpy(), shared)
+    res = runner.run(Unit("si-ld", "centre", 0, 2))
+    x = inputs.test_set.tensors()
+    out = torch.from_numpy(res["outputs"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    ref = face_metrics(out, x, runner.predictor, inputs.test_set.box)
+    assert [r["nme"] for r in res["records"]] == pytest.approx(ref["nme"].tolist(), rel=1e-12)
+    assert all(0.01 < r["nme"] < 1 for r in res["records"])
