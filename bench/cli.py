@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 
+from bench.cluster import check_address_token
 from facefill_core.config import PRESETS, BenchConfig
 from facefill_core.data import FaceDataset
 from facefill_core.masks import MASK_KINDS, parse_masks
 from facefill_core.methods import ALL_METHODS, METHODS, WEIGHTS_KINDS, method_info, parse_methods
 from facefill_core.pretrained import shipped_path
+
+
+IMAGE_SIZE = 64  # every image is 64x64 (facefill_core/__init__.py)
 
 
 class UsageError(Exception):
@@ -80,8 +85,14 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     candidates = a.candidates if a.candidates is not None else preset["candidates"]
     if n_images <= 0:
         raise UsageError(f"--n-images must be positive, got {n_images}")
-    if iters < 0 or candidates <= 0:
-        raise UsageError(f"--iters must be >= 0 and --candidates > 0, got {iters}, {candidates}")
+    if iters < 0:
+        raise UsageError(f"--iters must be >= 0, got {iters}")
+    if candidates <= 0:
+        raise UsageError(f"--candidates must be positive, got {candidates}")
+    if not math.isfinite(a.prior_weight) or a.prior_weight < 0:
+        raise UsageError(f"--lambda must be a finite number >= 0, got {a.prior_weight}")
+    if a.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {a.seed}")
     if a.shard_size <= 0:
         raise UsageError(f"--shard-size must be positive, got {a.shard_size}")
     visible = _visible_gpus()
@@ -90,6 +101,11 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         raise UsageError(f"--gpus must be >= 0, got {gpus}")
     if gpus > visible and a.address is None:
         raise UsageError(f"--gpus {gpus} asked, but {visible} CUDA device(s) are visible")
+    if a.address:
+        try:
+            check_address_token(a.address)  # Ray's token auth: the cluster's token must be here
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     workers = a.workers if a.workers is not None else (os.cpu_count() or 1)
     if workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
@@ -102,8 +118,8 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         raise UsageError(f"--n-images {n_images}: {a.data} has only {len(ds.test_ids)} test images")
     weights = {kind: getattr(a, f"weights_{kind}") for kind in WEIGHTS_KINDS}
     for kind, path in weights.items():
-        if path and not os.path.isfile(path):
-            raise UsageError(f"--weights-{kind}: no such file {path}")
+        if path:
+            check_weights(path, kind, f"--weights-{kind}")
     for m in methods:
         kind = method_info(m).weights
         if kind and not weights[kind] and not os.path.isfile(shipped_path(kind)):
@@ -112,7 +128,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
                 f"(train them, or pass --weights-{kind})"
             )
     out = a.out or os.path.join("results", "runs", dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S"))
-    _check_writable(out)
+    _check_out(out, a.resume)
     cfg = BenchConfig(
         masks=masks,
         methods=methods,
@@ -145,7 +161,35 @@ def _parse_box(text):
         box = ()
     if len(box) != 4:
         raise UsageError(f"--box must be left,top,right,bottom integers, got {text!r}")
+    left, top, right, bottom = box
+    if right <= left or bottom <= top:
+        raise UsageError(f"--box {text}: needs right > left and bottom > top")
+    if right <= 0 or bottom <= 0 or left >= IMAGE_SIZE or top >= IMAGE_SIZE:
+        raise UsageError(f"--box {text}: does not overlap the {IMAGE_SIZE}x{IMAGE_SIZE} image")
     return box
+
+
+def check_weights(path: str, kind: str, flag: str) -> None:
+    """Load ``path`` as ``kind`` weights the way a worker will (readable, the right kind, the
+    sha256 recorded beside it, shapes that fit the network, the z distribution the search
+    draws from) so a bad file stops the run before it starts.
+
+    Raises:
+        UsageError: ``"<flag> <path>: <what is wrong>"``.
+    """
+    from facefill_core.config import InpaintConfig
+    from facefill_core.pretrained import check_z_dist, load_dcgan, load_feedforward
+
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag}: no such file {path}")
+    try:
+        if kind == "dcgan":
+            check_z_dist(load_dcgan(path)[2], InpaintConfig.z_init)
+        else:
+            load_feedforward(path, kind)
+    except (ValueError, KeyError, RuntimeError, TypeError, OSError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise UsageError(f"{flag} {path}: {reason[:300]}") from None
 
 
 def _visible_gpus() -> int:
@@ -157,12 +201,16 @@ def _visible_gpus() -> int:
         return 0
 
 
-def _check_writable(out: str) -> None:
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-probe-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UsageError(f"--out {out} is not writable: {e.strerror or e}") from None
+def _check_out(out: str, resume: bool) -> None:
+    """``--out`` can hold a run, and nothing is created here (a failed start leaves nothing)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a directory")
+    if resume and not os.path.isfile(os.path.join(out, "manifest.json")):
+        raise UsageError(f"--resume: {out} holds no run to resume")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {out}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} is not writable ({parent})")

@@ -14,10 +14,14 @@ from facefill_core.config import BenchConfig
 
 def init_ray(cfg: BenchConfig, n_cpus: int, n_gpus: int, verbose: bool) -> None:
     """Start a local Ray cluster sized to the actors (``n_cpus`` CPUs, ``n_gpus`` GPUs; the
-    driver is not an actor), or join ``cfg.address``. Ray's authentication stays as Ray sets it
-    (token mode for a local cluster); it is never turned off here."""
+    driver is not an actor), or join ``cfg.address``. Always with Ray's token authentication
+    (:func:`bench.cluster.prepare_ray_auth`: a 0600 token, a local cluster's session files in a
+    0700 directory; joining a cluster needs its token)."""
     import ray
 
+    from bench.cluster import prepare_ray_auth
+
+    auth_kw = prepare_ray_auth(cfg.address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     init_kw = dict(
         include_dashboard=False,
@@ -28,7 +32,7 @@ def init_ray(cfg: BenchConfig, n_cpus: int, n_gpus: int, verbose: bool) -> None:
     if cfg.address:
         ray.init(address=cfg.address, **init_kw)
     else:
-        ray.init(num_cpus=n_cpus, num_gpus=n_gpus, _node_ip_address="127.0.0.1", **init_kw)
+        ray.init(num_cpus=n_cpus, num_gpus=n_gpus, _node_ip_address="127.0.0.1", **init_kw, **auth_kw)
 
 
 def in_process(cfg: BenchConfig) -> bool:

@@ -169,7 +169,11 @@ def make_ray_worker():
             self.runner = UnitRunner(cfg, run_dir, inputs, device, num_threads)
 
         def run(self, unit: Unit) -> dict:
-            return self.runner.run(unit)
+            result = self.runner.run(unit)
+            node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the unit
+            for r in result["records"]:
+                r["node_id"] = node_id
+            return result
 
         def pid(self) -> int:
             return os.getpid()

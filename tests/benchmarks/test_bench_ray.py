@@ -1,8 +1,8 @@
 """Harness overhead: the same units in-process, through Ray with 1 CPU worker, and with 2.
-Reported, not asserted beyond completing: Ray's start-up (~seconds) dominates tiny runs."""
+Reported, not asserted beyond completing: Ray's start-up (~seconds) dominates tiny runs. Ray runs
+with token authentication, as every bench.run does (bench/cluster.py)."""
 
 import itertools
-import os
 
 import pytest
 
@@ -29,8 +29,6 @@ _count = itertools.count()
 @pytest.mark.parametrize("workers", [0, 1, 2])
 @pytest.mark.benchmark(group="harness")
 def test_harness(benchmark, workers, tmp_path, ratios):
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
     def once():
         return main(ARGS + ["--workers", str(workers), "--out", str(tmp_path / f"r{next(_count)}")])
 
