@@ -12,11 +12,18 @@ The pieces: :mod:`bench.cli` (flags, validation), :mod:`bench.rundir` (the run d
 
 from __future__ import annotations
 
+import csv
+import errno
+import os
+import shutil
 import sys
 from typing import Optional
 
+from tabulate import tabulate
+
 from bench.cli import UsageError, build_config, build_parser
 from bench.execute import execute
+from bench.guard import RunLock, RunLockedError, disk_error_message, quarantine, valid_unit
 from bench.report import build_report
 from bench.rundir import check_existing_run, done_units, log, merge_records, prepare_run_dir, setup_logging
 from bench.workers import plan_units, resolve_inputs
@@ -27,21 +34,81 @@ __all__ = ["UsageError", "build_config", "build_parser", "main", "run"]
 
 def run(cfg: BenchConfig, resume: bool = False, progress: bool = True, verbose: bool = False) -> str:
     """Run (or, with ``resume``, finish) ``cfg`` into ``cfg.out``; returns the run directory.
-    The dataset, its face box and the targets' landmarks are resolved here, once."""
+    The dataset, its face box and the targets' landmarks are resolved here, once.
+
+    One driver per run directory (a lock; a second one is refused). A start that fails before
+    any unit finished removes the directory it created, so the corrected command runs as is.
+    """
     check_existing_run(cfg, resume)  # before any work
-    inputs = resolve_inputs(cfg)
-    prepare_run_dir(cfg, resume, inputs.test_set.metadata)
-    setup_logging(cfg.out, verbose)
-    units = plan_units(cfg)
-    done = done_units(cfg.out) if resume else set()
-    todo = [u for u in units if u.uid not in done]
-    log.info("run %s: %d units, %d already done", cfg.out, len(units), len(units) - len(todo))
-    if todo:
-        execute(cfg, todo, inputs, progress, verbose)
-    merge_records(cfg.out)
-    build_report(cfg.out)
-    log.info("finished")
+    created = not os.path.exists(cfg.out)
+    os.makedirs(cfg.out, exist_ok=True)
+    lock = RunLock(cfg.out)
+    try:
+        lock.acquire()
+    except RunLockedError as e:
+        raise UsageError(str(e)) from None
+    try:
+        inputs = resolve_inputs(cfg)
+        prepare_run_dir(cfg, resume, inputs.test_set.metadata)
+        setup_logging(cfg.out, verbose)
+        units = plan_units(cfg)
+        done = finished_units(cfg, units) if resume else set()
+        todo = [u for u in units if u.uid not in done]
+        log.info("run %s: %d units, %d already done", cfg.out, len(units), len(units) - len(todo))
+        if todo:
+            execute(cfg, todo, inputs, progress, verbose)
+        merge_records(cfg.out)
+        build_report(cfg.out)
+        log.info("finished")
+    except BaseException:
+        lock.release()
+        if created and not done_units(cfg.out):
+            _close_log()
+            shutil.rmtree(cfg.out, ignore_errors=True)  # nothing finished: leave nothing behind
+        raise
+    lock.release()
     return cfg.out
+
+
+def finished_units(cfg: BenchConfig, units: list) -> set:
+    """Units whose files are complete; a truncated or corrupt unit is moved to ``corrupt/``
+    (said on stderr and in run.log) and runs again."""
+    present = done_units(cfg.out)
+    done = set()
+    for u in units:
+        if u.uid not in present:
+            continue
+        if valid_unit(cfg.out, u.uid, u.stop - u.start):
+            done.add(u.uid)
+        else:
+            moved = quarantine(cfg.out, u.uid)
+            msg = f"unit {u.uid}: incomplete or corrupt files moved to {os.path.dirname(moved[0])}; it runs again"
+            log.warning(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+    return done
+
+
+def _close_log() -> None:
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+
+
+def print_summary(run_dir: str, file=sys.stdout) -> None:
+    """The PSNR table (methods x masks, mean ± 95% CI) and where the full tables are."""
+    path = os.path.join(run_dir, "tables", "psnr.csv")
+    if os.path.isfile(path):
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        masks = list(dict.fromkeys(r["mask"] for r in rows))
+        table: dict = {}
+        for r in rows:
+            ci = float(r["ci95_half_width"]) if r["ci95_half_width"] not in ("", "nan") else float("nan")
+            table.setdefault(r["method"], {})[r["mask"]] = f"{float(r['mean']):.2f} ± {ci:.2f}"
+        body = [[m] + [cells.get(k, "") for k in masks] for m, cells in table.items()]
+        print(f"PSNR (dB), mean ± 95% CI half-width, {rows[0]['n'] if rows else 0} images:", file=file)
+        print(tabulate(body, headers=["method", *masks], tablefmt="simple"), file=file)
+    print(f"full tables: {os.path.join(run_dir, 'tables.md')}; figures: {os.path.join(run_dir, 'figures')}/", file=file)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -55,7 +122,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished units are saved; continue with --resume --out <dir>", file=sys.stderr)
         return 130
-    print(f"results: {out}/tables.md", file=sys.stderr)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"error: {disk_error_message(e, 'the run directory')}", file=sys.stderr)
+            return 1
+        raise
+    print_summary(out)
     return 0
 
 

@@ -6,6 +6,7 @@ and their merge.
     masks/<mask>.npy     uint8 (N, 64, 64), 1 = hole; the same for every method
     records/<uid>.jsonl  one object per image of a finished unit (written last, atomically)
     outputs/<uid>.npy    uint8 (n, 64, 64, 3) completed images of the unit
+    trajectories/<uid>.npz  a latent method's first shard: its completion at a few iterations
     records.jsonl        all records, sorted; tables.md, tables/, figures/ from bench.report
 """
 
@@ -24,7 +25,9 @@ from typing import Optional
 import numpy as np
 
 from bench.cli import UsageError
+from bench.figures import save_trajectory
 from bench.report import load_unit_records
+from bench.sweep import expand
 from facefill_core.config import BenchConfig, MaskConfig
 from facefill_core.fileio import sha256_file, write_json_atomic
 from facefill_core.masks import make_masks
@@ -118,7 +121,10 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict
     manifest = {
         "config": dataclasses.asdict(cfg),
         "identity": cfg.identity(),
-        "inpaint_config": {m: dataclasses.asdict(cfg.inpaint_config(m)) for m in cfg.methods},
+        "inpaint_config": {
+            v.label: dataclasses.asdict(dataclasses.replace(cfg.inpaint_config(v.method), **v.overrides()))
+            for v in expand(cfg.methods, cfg.sweep)
+        },
         "weights": weights_manifest(cfg),
         "data": data_metadata,
         "metric_settings": METRIC_SETTINGS,
@@ -167,15 +173,25 @@ def write_unit(run_dir: str, result: dict) -> None:
     os.makedirs(rec_dir, exist_ok=True)
     os.makedirs(out_dir, exist_ok=True)
     uid = result["uid"]
-    tmp = os.path.join(out_dir, f".{uid}.npy.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, result["outputs"])
-    os.replace(tmp, os.path.join(out_dir, f"{uid}.npy"))
-    tmp = os.path.join(rec_dir, f".{uid}.jsonl.tmp")
-    with open(tmp, "w") as f:
-        for r in result["records"]:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, os.path.join(rec_dir, f"{uid}.jsonl"))
+    if "trajectory" in result:  # the latent search's snapshots, for the figures
+        save_trajectory(run_dir, uid, result["trajectory"])
+    tmp_out = os.path.join(out_dir, f".{uid}.npy.tmp")
+    tmp_rec = os.path.join(rec_dir, f".{uid}.jsonl.tmp")
+    try:
+        with open(tmp_out, "wb") as f:
+            np.save(f, result["outputs"])
+        with open(tmp_rec, "w") as f:
+            for r in result["records"]:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_out, os.path.join(out_dir, f"{uid}.npy"))
+        os.replace(tmp_rec, os.path.join(rec_dir, f"{uid}.jsonl"))  # last: the unit counts as done
+    except BaseException:
+        for t in (tmp_out, tmp_rec):  # a failed write (disk full, ...) leaves no partial file
+            if os.path.exists(t):
+                os.remove(t)
+        raise
 
 
 def done_units(run_dir: str) -> set[str]:

@@ -30,7 +30,7 @@ from facefill_core.methods import (
     method_info,
     parse_methods,
 )
-from facefill_core.pretrained import load_dcgan, load_feedforward
+from facefill_core.pretrained import check_z_dist, load_dcgan, load_feedforward
 
 REGISTRY: dict[str, MethodInfo] = METHODS  # the public name of the one registry
 __all__ = ["REGISTRY", "LATENT_METHODS", "MethodInfo", "Inpainter", "build", "method_info", "parse_methods"]
@@ -56,7 +56,13 @@ class Inpainter:
 
 
 class LatentInpainter(Inpainter):
-    """A latent-search method over a DCGAN prior (shipped when ``weights`` is None)."""
+    """A latent-search method over a DCGAN prior (shipped when ``weights`` is None).
+
+    Set ``record_trajectory`` to keep each step's latents; ``last_result`` is the last call's
+    :class:`~facefill_core.inpaint.InpaintResult`.
+    """
+
+    record_trajectory: bool = False
 
     def __init__(
         self,
@@ -69,6 +75,7 @@ class LatentInpainter(Inpainter):
     ) -> None:
         self.name = info.name
         g, d, meta = load_dcgan(weights, device or "cpu")
+        check_z_dist(meta, cfg.z_init)
         self.weights_sha256 = meta["sha256"]
         self.box = tuple(box) if box is not None else meta["box"]
         cfg = dataclasses.replace(cfg, method=info.name)
@@ -76,7 +83,8 @@ class LatentInpainter(Inpainter):
         self._last: dict = {}
 
     def inpaint(self, images, holes, image_indices=None):
-        r = self.search.inpaint(images, holes, image_indices)
+        r = self.search.inpaint(images, holes, image_indices, record_trajectory=self.record_trajectory)
+        self.last_result = r
         self._last = {"dropped": r.dropped, "loss": r.loss.tolist(), "ld": r.ld.tolist()}
         return r.completed
 
@@ -125,6 +133,7 @@ def build(
     device=None,
     box=None,
     predictor: Optional[LandmarkPredictor] = None,
+    train_images=None,
 ) -> Inpainter:
     """Construct a method by its command-line name.
 
@@ -135,6 +144,8 @@ def build(
         device: where the networks run (default CPU).
         box: the face box for the landmark terms (default: the prior's training box).
         predictor: a landmark predictor to share (latent methods; default: one of their own).
+        train_images: uint8 ``(M, H, W, 3)`` training images of a method that reads the train
+            split (``nn``); None: the embedded dataset's whole train split.
 
     Raises:
         ValueError: an unknown name (listing the known ones), or weights of the wrong kind.
@@ -144,4 +155,10 @@ def build(
         return LatentInpainter(info, cfg or InpaintConfig(), weights, device, box, predictor)
     if info.family == FEEDFORWARD:
         return FeedForwardInpainter(info, weights, device)
+    if info.train_split:
+        from facefill_core.nearest import NearestNeighbourInpainter
+
+        if train_images is None:
+            return NearestNeighbourInpainter.from_dataset("embedded", device=device)
+        return NearestNeighbourInpainter(train_images, device=device)
     return ClassicalInpainter(info)  # the third family (MethodInfo checks its family)

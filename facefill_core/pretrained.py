@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -91,8 +92,32 @@ def load_dcgan(path: Optional[str] = None, device: str | torch.device = "cpu") -
     g.to(device)
     d.to(device)
     freeze(g, d)
-    meta = {"box": tuple(p["box"]), "data": p["data"], "config": c, "iters": p.get("iters")}
+    meta = {"box": tuple(p["box"]), "data": p["data"], "config": c, "iters": p.get("iters"), "z_dist": c.get("z_dist")}
     return g, d, {**meta, "sha256": p["sha256"], "path": p["path"]}
+
+
+def check_z_dist(meta: dict, search_z: str) -> None:
+    """The latent search must explore the space the prior was trained on.
+
+    Args:
+        meta: ``load_dcgan``'s meta (``z_dist`` None for weights that predate its recording,
+            all of which were trained with z ~ N(0, I)).
+        search_z: the search's ``InpaintConfig.z_init`` (``"uniform"``: U[-1, 1], clipped).
+
+    Raises:
+        ValueError: the weights record another distribution than the search draws from.
+    """
+    got = meta.get("z_dist")
+    if got is None:
+        warnings.warn(
+            f"DCGAN weights {meta.get('path')} record no z distribution (made before facefill recorded it, "
+            f"trained with z ~ N(0, I)); the search draws z ~ {search_z}: the prior is searched off its training space",
+            stacklevel=2,
+        )
+    elif got != search_z:
+        raise ValueError(
+            f"DCGAN weights {meta.get('path')} were trained with z ~ {got}, but the search draws z ~ {search_z}"
+        )
 
 
 # the feed-forward networks by weights kind: (network class, its inpainting input)

@@ -1,0 +1,87 @@
+"""Every kind of bad invocation of ``python -m bench.run``: one line on stderr, exit status 2,
+nothing created (no run directory left to block the corrected command)."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from bench.run import main
+
+WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "facefill_core", "weights")
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    garbage = d / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint\n" * 10)
+    # shipped DCGAN weights with one byte flipped, the JSON (sha256) beside them unchanged
+    flipped = d / "flipped.pt"
+    shutil.copyfile(os.path.join(WEIGHTS, "dcgan_embedded.pt"), flipped)
+    raw = bytearray(flipped.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(raw))
+    shutil.copyfile(os.path.join(WEIGHTS, "dcgan_embedded.json"), d / "flipped.json")
+    meta = json.loads((d / "flipped.json").read_text())
+    meta["file"] = "flipped.pt"
+    (d / "flipped.json").write_text(json.dumps(meta))
+    empty = d / "empty_folder"
+    empty.mkdir()
+    a_file = d / "a_file.txt"
+    a_file.write_text("x")
+    return {"garbage": str(garbage), "flipped": str(flipped), "empty": str(empty), "file": str(a_file), "dir": d}
+
+
+DCGAN = os.path.join(WEIGHTS, "dcgan_embedded.pt")
+CASES = {
+    "unknown-mask": (["--masks", "centre,oval"], "oval"),
+    "unknown-method": (["--methods", "si,magic"], "magic"),
+    "empty-methods": (["--methods", ","], "--methods"),
+    "bad-data-spec": (["--data", "imagenet:/x"], "--data"),
+    "missing-folder": (["--data", "folder:/no/such/folder"], "/no/such/folder"),
+    "empty-folder": (["--data", "folder:{empty}"], "--data"),
+    "n-images-zero": (["--n-images", "0"], "--n-images"),
+    "n-images-too-many": (["--n-images", "100000"], "--n-images"),
+    "n-images-not-int": (["--n-images", "eight"], "--n-images"),
+    "iters-negative": (["--iters", "-1"], "--iters"),
+    "candidates-zero": (["--candidates", "0"], "--candidates"),
+    "lambda-nan": (["--lambda", "nan"], "--lambda"),
+    "lambda-inf": (["--lambda", "inf"], "--lambda"),
+    "lambda-negative": (["--lambda", "-1"], "--lambda"),
+    "box-inverted": (["--box", "10,10,5,5"], "--box"),
+    "box-three-values": (["--box", "1,2,3"], "--box"),
+    "box-not-int": (["--box", "a,b,c,d"], "--box"),
+    "box-outside-image": (["--box", "100,100,120,120"], "--box"),
+    "weights-missing": (["--weights-dcgan", "/no/such.pt"], "--weights-dcgan"),
+    "weights-not-a-checkpoint": (["--weights-dcgan", "{garbage}"], "--weights-dcgan"),
+    "weights-wrong-kind": (["--weights-ce", DCGAN, "--methods", "ce"], "--weights-ce"),
+    "weights-sha-mismatch": (["--weights-dcgan", "{flipped}", "--methods", "si"], "--weights-dcgan"),
+    "gpus-negative": (["--gpus", "-1"], "--gpus"),
+    "gpus-not-visible": (["--gpus", "64"], "--gpus"),
+    "workers-negative": (["--workers", "-2"], "--workers"),
+    "shard-size-zero": (["--shard-size", "0"], "--shard-size"),
+    "seed-negative": (["--seed", "-5"], "--seed"),
+    "unknown-preset": (["--preset", "huge"], "--preset"),
+    "unknown-flag": (["--colour", "red"], "--colour"),
+    "out-is-a-file": (["--out", "{file}"], "--out"),
+    "resume-nothing": (["--resume", "--out", "{dir}/never_ran"], "--resume"),
+    "backend-unknown": (["--landmark-backend", "gpu"], "--landmark-backend"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_invocation_is_one_line_exit_2_and_creates_nothing(name, bad_files, tmp_path, capsys):
+    args, needle = CASES[name]
+    args = [a.format(**bad_files) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    before = set(os.listdir(bad_files["dir"]))
+    rc = main(["--no-progress", "--workers", "0", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "run").exists()
+    assert set(os.listdir(bad_files["dir"])) == before
