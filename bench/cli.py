@@ -10,12 +10,12 @@ import math
 import os
 
 from bench.cluster import check_address_token
+from bench.sweep import PARAMS, parse_sweeps
 from facefill_core.config import PRESETS, BenchConfig
 from facefill_core.data import FaceDataset
 from facefill_core.masks import MASK_KINDS, parse_masks
 from facefill_core.methods import ALL_METHODS, METHODS, WEIGHTS_KINDS, method_info, parse_methods
 from facefill_core.pretrained import shipped_path
-
 
 IMAGE_SIZE = 64  # every image is 64x64 (facefill_core/__init__.py)
 
@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=None, help="latent-search Adam steps (quick 100, paper 1000)")
     p.add_argument("--candidates", type=int, default=None, help="latents per image (quick 16, paper 64)")
     p.add_argument("--lambda", dest="prior_weight", type=float, default=0.003, help="prior loss weight")
+    p.add_argument(
+        "--sweep",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=V1,V2",
+        help=f"run each value as its own labelled method, e.g. si-ld[margin=2]; NAME: {', '.join(PARAMS)}",
+    )
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use, one Ray actor each (default: all visible)")
     p.add_argument(
         "--workers",
@@ -77,8 +85,12 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     try:
         masks = parse_masks(a.masks)
         methods = parse_methods(a.methods)
+        sweep = parse_sweeps(a.sweep)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    for name, _ in sweep:
+        if not any(PARAMS[name].affects(method_info(m)) for m in methods):
+            raise UsageError(f"--sweep {name}: it affects none of the methods ({','.join(methods)})")
     preset = PRESETS[a.preset]
     n_images = a.n_images if a.n_images is not None else preset["n_images"]
     iters = a.iters if a.iters is not None else preset["iters"]
@@ -147,6 +159,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         box=box,
         inject_crash=a.inject_crash,
         landmark_backend=a.landmark_backend,
+        sweep=sweep,
         **{f"weights_{kind}": path for kind, path in weights.items()},
     )
     return cfg, a

@@ -249,6 +249,17 @@ def landmark_figure(run_dir: str, labels: Sequence[str], mask: str, originals: n
     return path
 
 
+def save_trajectory(run_dir: str, uid: str, snapshots: dict) -> None:
+    """Write a unit's snapshots (``steps``, uint8 ``images (S, B, H, W, 3)``, ``image_index``)
+    atomically to ``trajectories/<uid>.npz``."""
+    d = os.path.join(run_dir, "trajectories")
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{uid}.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, steps=snapshots["steps"], images=snapshots["images"], image_index=snapshots["image_index"])
+    os.replace(tmp, os.path.join(d, f"{uid}.npz"))
+
+
 def load_trajectories(run_dir: str, mask: str) -> dict:
     """label -> (steps, uint8 (S, B, H, W, 3), image indices) of the recorded snapshots."""
     d = os.path.join(run_dir, "trajectories")

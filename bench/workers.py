@@ -1,6 +1,7 @@
 """Work units and the workers that run them.
 
-A unit is (method, mask, images start:stop). :class:`UnitRunner` is plain Python (tests call it
+A unit is (method, mask, images start:stop); its method is a label, a registry name or a sweep's
+variant of one (``si-ld[margin=2]``, :mod:`bench.sweep`). :class:`UnitRunner` is plain Python (tests call it
 in-process); :func:`make_ray_worker` wraps it in a Ray actor. What a worker needs is resolved
 once by the driver and handed down (:class:`WorkerInputs`: the test images, their face box and
 their target landmarks); the worker builds one landmark predictor, shared by the metric and
@@ -13,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Optional
 
 import numpy as np
 
 from bench.rundir import masks_path
+from bench.sweep import expand, parse_label
 from facefill_core.data import TestSet
-from facefill_core.methods import LATENT_METHODS
+from facefill_core.methods import LATENT_METHODS, method_info
+from facefill_core.metrics import SCALE_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,33 +45,44 @@ class WorkerInputs:
         test_set: the run's test images (uint8), ids and canonical face box.
         target_points: ``np.float32 (N, 68, 2)`` unrounded landmarks of the undamaged images in
             that box: the reference of the NME metric, computed once per image per run.
+        train_images: uint8 ``(M, 64, 64, 3)``, the dataset's train split, when a method reads
+            it (``nn``); else None.
     """
 
     test_set: TestSet
     target_points: np.ndarray
+    train_images: Optional[np.ndarray] = None
 
 
 def resolve_inputs(cfg) -> WorkerInputs:
     """Load the test images, resolve the face box (calibrating it at most once) and compute the
-    targets' landmarks, in the driver."""
-    from facefill_core.data import load_test_set
+    targets' landmarks, in the driver; and the train split once when a method reads it."""
+    from facefill_core.data import FaceDataset, load_test_set
     from facefill_core.landmarks import LandmarkPredictor
 
     ts = load_test_set(cfg.data, cfg.n_images, cfg.box)
     points = LandmarkPredictor().predict(ts.images, box=ts.box, rounded=False)
-    return WorkerInputs(ts, points)
+    train = None
+    if any(method_info(m).train_split for m in cfg.methods):
+        train, _ = FaceDataset(cfg.data, box=ts.box).load_uint8("train")
+    return WorkerInputs(ts, points, train)
+
+
+def _latent(label: str) -> bool:
+    return parse_label(label).method in LATENT_METHODS
 
 
 def plan_units(cfg) -> list[Unit]:
-    """Every (method, mask, shard); latent methods in shards of ``cfg.shard_size`` images, the
-    rest in one unit per mask. Ordered slow-first so the tail of a run is short."""
+    """Every (method label, mask, shard): each method's sweep variants (``cfg.sweep``); latent
+    methods in shards of ``cfg.shard_size`` images, the rest in one unit per mask. Ordered
+    slow-first so the tail of a run is short."""
     units = []
-    for method in cfg.methods:
-        size = cfg.shard_size if method in LATENT_METHODS else cfg.n_images
+    for v in expand(cfg.methods, cfg.sweep):
+        size = cfg.shard_size if v.method in LATENT_METHODS else cfg.n_images
         for mask in cfg.masks:
             for s in range(0, cfg.n_images, size):
-                units.append(Unit(method, mask, s, min(cfg.n_images, s + size)))
-    units.sort(key=lambda u: (u.method not in LATENT_METHODS, u.method, u.mask, u.start))
+                units.append(Unit(v.label, mask, s, min(cfg.n_images, s + size)))
+    units.sort(key=lambda u: (not _latent(u.method), u.method, u.mask, u.start))
     return units
 
 
@@ -92,30 +107,33 @@ class UnitRunner:
             torch.set_num_threads(num_threads)
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
         self.test_set, self.target_points = inputs.test_set, inputs.target_points
+        self.train_images = inputs.train_images
         self.images = self.test_set.tensors()
         self.box = self.test_set.box
         self.predictor = LandmarkPredictor(num_threads=max(1, num_threads))  # one per worker, shared
         self._methods: dict = {}
 
-    def _inpainter(self, name: str):
+    def _inpainter(self, label: str):
         from facefill_core.inpainters import build
 
-        if name not in self._methods:
-            cfg = self.cfg
-            self._methods[name] = build(
-                name, cfg.inpaint_config(name), cfg.weights_for(name), self.device, self.box, self.predictor
+        if label not in self._methods:
+            cfg, v = self.cfg, parse_label(label)
+            icfg = dataclasses.replace(cfg.inpaint_config(v.method), **v.overrides())
+            self._methods[label] = build(
+                v.method, icfg, cfg.weights_for(v.method), self.device, self.box, self.predictor, self.train_images
             )
-        return self._methods[name]
+        return self._methods[label]
 
     def _metrics(self, out, unit: Unit) -> dict:
         from facefill_core.imaging import to_uint8_nhwc, to_unit_range
-        from facefill_core.metrics import landmark_nme, psnr, ssim
+        from facefill_core.metrics import feature_scale_error, landmark_nme, psnr, ssim
 
         x = self.images[unit.start : unit.stop]
         p01, t01 = to_unit_range(out).clamp(0, 1), to_unit_range(x).clamp(0, 1)
         points = self.predictor.predict(to_uint8_nhwc(out), box=self.box, rounded=False)
-        nme = landmark_nme(points, self.target_points[unit.start : unit.stop])
-        return {"psnr": psnr(p01, t01), "ssim": ssim(p01, t01), "nme": nme}
+        target = self.target_points[unit.start : unit.stop]
+        nme = landmark_nme(points, target)
+        return {"psnr": psnr(p01, t01), "ssim": ssim(p01, t01), "nme": nme, **feature_scale_error(points, target)}
 
     def run(self, unit: Unit) -> dict:
         import torch
@@ -130,11 +148,15 @@ class UnitRunner:
         x = self.images[unit.start : unit.stop]
         holes = torch.from_numpy(np.load(masks_path(self.run_dir, unit.mask))[unit.start : unit.stop]).float()[:, None]
         inp = self._inpainter(unit.method)
+        snapshots = unit.start == 0 and _latent(unit.method)  # the first shard's search, for figures
+        if _latent(unit.method):
+            inp.record_trajectory = snapshots
         t0 = time.perf_counter()
         out = inp.inpaint(x, holes, image_indices=list(range(unit.start, unit.stop)))
         seconds = (time.perf_counter() - t0) / len(x)
         m = self._metrics(out, unit)
         extra = inp.extra()
+        variant = parse_label(unit.method)
         records = []
         for j, i in enumerate(range(unit.start, unit.stop)):
             rec = {
@@ -151,10 +173,28 @@ class UnitRunner:
                 "metric_landmarks": "cpp (dlib, exact)",
                 "weights_sha256": inp.weights_sha256,
             }
+            for k in SCALE_KEYS:
+                rec[k] = None if not np.isfinite(m[k][j]) else float(m[k][j])
+            if variant.params:
+                rec["base_method"], rec["sweep"] = variant.method, variant.sweep_values()
             if "dropped" in extra:
                 rec["dropped_candidates"] = int(extra["dropped"][j])
             records.append(rec)
-        return {"uid": unit.uid, "records": records, "outputs": to_uint8_nhwc(out)}
+        result = {"uid": unit.uid, "records": records, "outputs": to_uint8_nhwc(out)}
+        if snapshots and inp.last_result.trajectory is not None:
+            result["trajectory"] = self._snapshots(inp, x, holes, unit)
+        return result
+
+    def _snapshots(self, inp, x, holes, unit: Unit) -> dict:
+        """The completion at :data:`bench.figures.SNAPSHOT_FRACTIONS` of the iterations, decoded
+        from the recorded trajectory of the chosen candidates (uint8, for the figures)."""
+        from bench.figures import snapshot_steps, trajectory_snapshots
+
+        r = inp.last_result
+        inp.record_trajectory, inp.last_result = False, None  # free the trajectory
+        steps = snapshot_steps(r.trajectory.shape[0] - 1)
+        images = trajectory_snapshots(inp.search.G, r.trajectory, r.z, x, holes, steps)
+        return {"steps": np.array(steps), "images": images, "image_index": np.arange(unit.start, unit.stop)}
 
 
 def make_ray_worker():

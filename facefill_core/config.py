@@ -93,6 +93,8 @@ class BenchConfig:
     weights_gfc: Optional[str] = None
     landmark_backend: str = "auto"  # latent search's landmark cascade: auto | cpp | torch
     inject_crash: Optional[str] = None  # test hook: a worker dies (os._exit) on this unit, once
+    # --sweep: ((name, (value, ...)), ...); each value is its own labelled method (bench.sweep)
+    sweep: tuple = ()
 
     def inpaint_config(self, method: str) -> InpaintConfig:
         """The method's configuration: the run's settings over the method's declared defaults."""
@@ -117,6 +119,6 @@ class BenchConfig:
     # what must match for --resume to reuse records
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("gpus", "workers", "out", "address", "inject_crash", "masks", "methods"):
+        for k in ("gpus", "workers", "out", "address", "inject_crash", "masks", "methods", "sweep"):
             d.pop(k)
         return d

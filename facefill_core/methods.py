@@ -7,7 +7,8 @@ This module is plain data and imports nothing from the library, so every layer c
 To add a method: add one :class:`MethodInfo` below, and its implementation where its family
 says (a :class:`LatentSearch` behaviour is implemented in :mod:`facefill_core.inpaint`, a
 feed-forward network in :mod:`facefill_core.models` with its loader in
-:mod:`facefill_core.pretrained`, a classical fill in :data:`facefill_core.baselines.FILLS`).
+:mod:`facefill_core.pretrained`, a classical fill in :data:`facefill_core.baselines.FILLS`, or
+one that reads the dataset's train split, like ``nn``, in its own module).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class MethodInfo:
         defaults: :class:`~facefill_core.config.InpaintConfig` fields this method sets.
         search: the latent search's behaviour (latent family only).
         fill: the key of its function in ``baselines.FILLS`` (classical family only).
+        train_split: it reads the dataset's train split (resolved once by the harness's driver);
+            a classical method declares either this or a fill.
     """
 
     name: str
@@ -66,14 +69,15 @@ class MethodInfo:
     defaults: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     search: Optional[LatentSearch] = None
     fill: Optional[str] = None
+    train_split: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}")
         if (self.family == LATENT) != (self.search is not None):
             raise ValueError(f"{self.name}: a latent method (and only one) declares its search")
-        if (self.family == CLASSICAL) != (self.fill is not None):
-            raise ValueError(f"{self.name}: a classical method (and only one) declares its fill")
+        if (self.family == CLASSICAL) != (self.fill is not None or self.train_split):
+            raise ValueError(f"{self.name}: a classical method (and only one) declares its fill or its train split")
         if self.family != CLASSICAL and self.weights is None:
             raise ValueError(f"{self.name}: a {self.family} method needs trained weights")
 
@@ -115,6 +119,7 @@ METHODS: dict[str, MethodInfo] = {
         _M("ns", CLASSICAL, "OpenCV cv2.inpaint, Navier-Stokes", fill="ns"),
         _M("biharmonic", CLASSICAL, "scikit-image inpaint_biharmonic", fill="biharmonic"),
         _M("mean", CLASSICAL, "mean colour of the known pixels", fill="mean"),
+        _M("nn", CLASSICAL, "nearest neighbour: the training image closest on the known pixels", train_split=True),
     )
 }
 ALL_METHODS = tuple(METHODS)

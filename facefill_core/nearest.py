@@ -14,8 +14,11 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from facefill_core.imaging import check_inputs, composite, to_uint8_nhwc, uint8_to_signed
+from facefill_core.inpainters import Inpainter
 
-class NearestNeighbourInpainter:
+
+class NearestNeighbourInpainter(Inpainter):
     """Fill each hole from the training image nearest on the known pixels.
 
     Args:
@@ -75,9 +78,6 @@ class NearestNeighbourInpainter:
         Returns:
             ``(index (N,) int64, distance (N,) float64)``; ties go to the lower index.
         """
-        from facefill_core.inpaint import check_inputs
-        from facefill_core.landmarks import to_uint8_nhwc
-
         check_inputs(images, holes)
         if images.shape[2:] != self.train.shape[2:]:
             raise ValueError(
@@ -103,9 +103,6 @@ class NearestNeighbourInpainter:
     def inpaint(self, images: Tensor, holes: Tensor, image_indices: Optional[Sequence[int]] = None) -> Tensor:
         """Complete ``(N, 3, H, W)`` images in [-1, 1]: the hole from the nearest training image,
         known pixels exactly the input's. ``image_indices`` is unused (no randomness)."""
-        from facefill_core.data import uint8_to_signed
-        from facefill_core.inpaint import composite
-
         idx, dist = self.nearest(images, holes)
         self.last_match, self.last_distance = idx, dist
         fill = uint8_to_signed(self.train[idx].permute(0, 2, 3, 1).cpu().numpy())

@@ -21,17 +21,24 @@ def faces():
     return x
 
 
+@pytest.fixture(scope="module")
+def train_u8():
+    a, _ = FaceDataset("embedded").load_uint8("train", 64)  # nn's candidates (the harness: all)
+    return a
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_method_contract(name, faces):
+def test_every_method_contract(name, faces, train_u8):
     torch.set_num_threads(2)
     x = faces[:3]
     h = make_masks(MaskConfig("random", seed=1), 3)
-    m = build(name, FAST)
+    kw = {"train_images": train_u8} if method_info(name).train_split else {}
+    m = build(name, FAST, **kw)
     a = m.inpaint(x, h, image_indices=[0, 1, 2])
     assert a.shape == x.shape and torch.isfinite(a).all()
     assert a.min() >= -1 and a.max() <= 1
     assert torch.equal(torch.where(h > 0, 0.0, a), torch.where(h > 0, 0.0, x))  # known pixels exact
-    b = build(name, FAST).inpaint(x, h, image_indices=[0, 1, 2])
+    b = build(name, FAST, **kw).inpaint(x, h, image_indices=[0, 1, 2])
     assert torch.equal(a, b)  # deterministic for a seed
     c = m.inpaint(x[1:2], h[1:2], image_indices=[1])
     assert torch.allclose(a[1:2], c, atol=1e-4)  # independent of the rest of the batch

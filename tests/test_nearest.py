@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,26 @@ def test_from_dataset_uses_the_train_split(train):
     nn = NearestNeighbourInpainter.from_dataset("embedded", n_train=8)
     assert tuple(nn.train.shape) == (8, 3, 64, 64) and nn.train.dtype == torch.uint8
     assert torch.equal(nn.train.permute(0, 2, 3, 1), torch.from_numpy(train[:8]))
+
+
+def test_harness_runs_nn_with_the_drivers_train_split(tmp_path, train):
+    """The worker builds nn from the train split the driver resolved once (WorkerInputs)."""
+    from bench.workers import Unit, UnitRunner, WorkerInputs
+    from facefill_core.config import BenchConfig
+    from facefill_core.data import load_test_set
+    from facefill_core.landmarks import LandmarkPredictor
+
+    ts = load_test_set("embedded", 2)
+    points = LandmarkPredictor(num_threads=1).predict(ts.images, box=ts.box, rounded=False)
+    os.makedirs(tmp_path / "masks")
+    holes = make_masks(MaskConfig("centre"), 2)
+    np.save(tmp_path / "masks" / "centre.npy", holes[:, 0].numpy().astype(np.uint8))
+    cfg = BenchConfig(methods=("nn",), masks=("centre",), n_images=2, out=str(tmp_path))
+    runner = UnitRunner(cfg, str(tmp_path), WorkerInputs(ts, points, train), "cpu", 1)
+    result = runner.run(Unit("nn", "centre", 0, 2))
+    recs = result["records"]
+    assert [r["method"] for r in recs] == ["nn", "nn"] and all(r["weights_sha256"] is None for r in recs)
+    assert all(10 < r["psnr"] < 40 and r["scale"] is not None for r in recs)
+    want = NearestNeighbourInpainter(train).inpaint(ts.tensors(), holes)
+    np.testing.assert_array_equal(result["outputs"], np.rint((want.permute(0, 2, 3, 1).numpy() + 1) * 127.5))
+    assert "trajectory" not in result

@@ -76,3 +76,78 @@ def test_labels_round_trip_and_sort():
     ]
     with pytest.raises(ValueError, match=r"method label must be NAME or NAME\[param=value,...\], got 'si\[x'"):
         parse_label("si[x")
+
+
+# -- the harness: --sweep end to end ----------------------------------------------------------
+SWEEP_RUN = [
+    "--methods",
+    "si,si-ld,telea",
+    "--masks",
+    "centre",
+    "--n-images",
+    "2",
+    "--shard-size",
+    "1",
+    "--iters",
+    "4",
+    "--candidates",
+    "2",
+    "--workers",
+    "0",
+    "--no-progress",
+]
+
+
+def test_sweep_run_labels_shares_and_resumes(tmp_path, capsys):
+    import json
+    import os
+
+    from bench.run import main
+
+    out = str(tmp_path / "sweep")
+    assert main(SWEEP_RUN + ["--sweep", "margin=1,5", "--out", out]) == 0
+    with open(os.path.join(out, "records.jsonl")) as f:
+        recs = [json.loads(line) for line in f]
+    by = {}
+    for r in recs:
+        by.setdefault(r["method"], []).append(r)
+    assert sorted(by) == ["si", "si-ld[margin=1]", "si-ld[margin=5]", "telea"]  # si, telea: once
+    assert all(len(v) == 2 for v in by.values())
+    r = by["si-ld[margin=5]"][0]
+    assert r["base_method"] == "si-ld" and r["sweep"] == {"margin": 5.0}
+    assert "sweep" not in by["si"][0] and "base_method" not in by["telea"][0]
+    assert {"scale", "scale_eyes", "scale_jaw", "scale_signed"} <= set(r)
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    assert man["inpaint_config"]["si-ld[margin=5]"]["landmark_margin_px"] == 5.0
+    assert man["inpaint_config"]["si-ld[margin=1]"]["landmark_margin_px"] == 1.0
+    assert man["config"]["sweep"] == [["margin", [1.0, 5.0]]]
+    md = open(os.path.join(out, "tables.md")).read()
+    assert "| si-ld[margin=1]" in md and "| si-ld[margin=5]" in md and "Sweep: margin = [1.0, 5.0]" in md
+    for f in ("sweep_margin.png", "trajectory_centre.png", "landmarks_centre.png", "grid_centre.png"):
+        assert os.path.exists(os.path.join(out, "figures", f)), f
+    trajs = sorted(os.listdir(os.path.join(out, "trajectories")))
+    assert trajs == [  # the first shard of each latent label
+        "si-ld[margin=1]__centre__00000-00001.npz",
+        "si-ld[margin=5]__centre__00000-00001.npz",
+        "si__centre__00000-00001.npz",
+    ]
+    import numpy as np
+
+    with np.load(os.path.join(out, "trajectories", trajs[-1])) as z:
+        assert z["steps"].tolist() == [0, 1, 2, 4] and z["images"].shape == (4, 1, 64, 64, 3)
+        final = np.load(os.path.join(out, "outputs", "si__centre__00000-00001.npy"))
+        np.testing.assert_array_equal(z["images"][-1], final)  # the last snapshot is the output
+    # resume with one more value: only its units run
+    before = {f: os.path.getmtime(os.path.join(out, "records", f)) for f in os.listdir(os.path.join(out, "records"))}
+    assert main(SWEEP_RUN + ["--sweep", "margin=1,5,8", "--out", out, "--resume"]) == 0
+    log = open(os.path.join(out, "run.log")).read()
+    assert "9 units, 7 already done" in log
+    after = os.listdir(os.path.join(out, "records"))
+    assert sorted(set(after) - set(before)) == [
+        "si-ld[margin=8]__centre__00000-00001.jsonl",
+        "si-ld[margin=8]__centre__00001-00002.jsonl",
+    ]
+    assert all(os.path.getmtime(os.path.join(out, "records", f)) == t for f, t in before.items())
+    # a sweep that affects none of the methods is a usage error
+    assert main(SWEEP_RUN[:1] + ["telea"] + SWEEP_RUN[2:] + ["--sweep", "margin=1", "--out", str(tmp_path / "x")]) == 2
+    assert "--sweep margin: it affects none of the methods (telea)" in capsys.readouterr().err
