@@ -205,8 +205,9 @@ def build_report(run_dir: str) -> dict:
             if metric in vals
         ]
         md += [f"## {title}", "", tabulate(rows + ref_rows, header, tablefmt="github"), ""]
-        if ref_rows:
-            md += [REFERENCE_NOTE, ""]
+        if ref_rows and metric == "psnr":
+            mapping = ", ".join(f"{label.split(' (')[0]} = `{vals['method']}`" for label, vals in refs.items())
+            md += [f"{REFERENCE_NOTE} Thesis columns and our methods: {mapping}.", ""]
         if metric == "nme":
             fails = [
                 (m, k, stats[(m, k)]["nme_failures"])
@@ -228,12 +229,6 @@ def build_report(run_dir: str) -> dict:
                 for k, v in vals.get(metric, {}).items()
             ],
         )
-        md += [
-            "Thesis columns and our methods: "
-            + ", ".join(f"{label.split(' (')[0]} = `{vals['method']}`" for label, vals in refs.items())
-            + ".",
-            "",
-        ]
     header = ["method"] + masks
     rows = [[m] + [f"{stats[(m, k)]['seconds'][0]:.3f}" if (m, k) in stats else "" for k in masks] for m in methods]
     md += [
@@ -258,13 +253,26 @@ def build_report(run_dir: str) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not os.path.isdir(argv[0]):
-        print("usage: python -m bench.report RUN_DIR (a directory holding records/ or records.jsonl)", file=sys.stderr)
+    if len(argv) != 1:
+        print("error: usage: python -m bench.report RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = argv[0]
+    if not os.path.isdir(run_dir):
+        print(f"error: {run_dir} is not a run directory", file=sys.stderr)
+        return 2
+    has_units = os.path.isdir(os.path.join(run_dir, "records")) and any(
+        f.endswith(".jsonl") and not f.startswith(".") for f in os.listdir(os.path.join(run_dir, "records"))
+    )
+    if not os.path.isfile(os.path.join(run_dir, "records.jsonl")) and not has_units:
+        print(f"error: {run_dir} holds no records (records.jsonl or records/*.jsonl)", file=sys.stderr)
         return 2
     try:
-        build_report(argv[0])
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        build_report(run_dir)
+    except (ValueError, KeyError, OSError) as e:  # json.JSONDecodeError is a ValueError
+        print(
+            f"error: {run_dir}: records cannot be read ({type(e).__name__}: {' '.join(str(e).split())})",
+            file=sys.stderr,
+        )
         return 2
     print(os.path.join(argv[0], "tables.md"))
     return 0
