@@ -42,9 +42,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(a: argparse.Namespace) -> Optional[str]:
+    """Everything that can be known before training starts; the one-line error, or None."""
+    import math
+    import os
+
+    for flag, v, low in (
+        ("--iters", a.iters, 0),
+        ("--batch-size", a.batch_size, 1),
+        ("--ngf", a.ngf, 1),
+        ("--ndf", a.ndf, 1),
+        ("--seed", a.seed, 0),
+        ("--checkpoint-every", a.checkpoint_every, 1),
+        ("--threads", a.threads, 0),
+    ):
+        if v < low:
+            return f"{flag} must be >= {low}, got {v}"
+    if a.n_train is not None and a.n_train < 1:
+        return f"--n-train must be positive, got {a.n_train}"
+    if not math.isfinite(a.lr) or a.lr <= 0:
+        return f"--lr must be a finite positive number, got {a.lr}"
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {a.device}: no CUDA device is visible"
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        return f"--out {a.out} is a file, not a directory"
+    ckpt = os.path.join(a.out, "checkpoint.pt")
+    if a.resume:
+        if not os.path.isfile(ckpt):
+            return f"--resume: no checkpoint at {ckpt}"
+        try:
+            ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+            int(ck["iter"]), ck["config"], ck["models"], ck["optims"]
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same mistake
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            return f"--resume: {ckpt} is not a readable training checkpoint ({reason})"
+    elif os.path.isfile(ckpt):
+        return f"--out {a.out} already holds a checkpoint: add --resume to continue it, or choose another --out"
+    if a.export:
+        parent = os.path.dirname(os.path.abspath(a.export))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            return f"--export {a.export}: {parent} is not a writable directory"
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
+    problem = check_args(a)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         model=a.model,
         data=a.data,

@@ -14,6 +14,8 @@ import csv
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Callable, Optional
 
@@ -136,6 +138,33 @@ def make_task(cfg: TrainConfig, device: torch.device):
     return TASKS[cfg.model](cfg, device)
 
 
+class DeferredInterrupt:
+    """Within the block, a first SIGINT (Ctrl-C) only sets :attr:`requested`, so the loop can
+    finish the iteration it is in and save a checkpoint on an iteration boundary (a step cut
+    between the discriminator's and the generator's update would save a state that no
+    uninterrupted run passes through). A second SIGINT interrupts at once; the last checkpoint
+    on disk is then the last boundary saved. Outside the main thread it does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str,
@@ -212,35 +241,34 @@ def train(
     writer = None
     it = start
     bar = tqdm(total=cfg.iters, initial=start, disable=not progress, desc=f"train {cfg.model}", dynamic_ncols=True)
+    stop = DeferredInterrupt()
     try:
-        for it in range(start, cfg.iters):
-            t0 = time.perf_counter()
-            gen = iteration_generator(cfg.seed, it)
-            idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
-            real = uint8_to_signed(data[idx].numpy()).to(device)
-            losses = task.step(real, gen)
-            wall += time.perf_counter() - t0
-            row = {"iter": it + 1, **{k: round(v, 6) for k, v in losses.items()}, "wall_s": round(wall, 3)}
-            if writer is None:
-                writer = csv.DictWriter(log_f, fieldnames=list(row))
-                if log_f.tell() == 0:
-                    writer.writeheader()
-            writer.writerow(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:3]})
-            bar.update(1)
-            if (it + 1) % cfg.checkpoint_every == 0:
-                log_f.flush()
-                checkpoint(it + 1)
-        it = cfg.iters
-    except KeyboardInterrupt:
-        log_f.flush()
-        checkpoint(it)
+        with stop:
+            for it in range(start, cfg.iters):
+                t0 = time.perf_counter()
+                gen = iteration_generator(cfg.seed, it)
+                idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
+                real = uint8_to_signed(data[idx].numpy()).to(device)
+                losses = task.step(real, gen)
+                wall += time.perf_counter() - t0
+                row = {"iter": it + 1, **{k: round(v, 6) for k, v in losses.items()}, "wall_s": round(wall, 3)}
+                if writer is None:
+                    writer = csv.DictWriter(log_f, fieldnames=list(row))
+                    if log_f.tell() == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:3]})
+                bar.update(1)
+                if (it + 1) % cfg.checkpoint_every == 0 or stop.requested:
+                    log_f.flush()
+                    checkpoint(it + 1)
+                if stop.requested:  # Ctrl-C: saved at a whole iteration, exactly resumable
+                    raise KeyboardInterrupt
+            log_f.flush()
+            checkpoint(cfg.iters)
+    finally:
         bar.close()
         log_f.close()
-        raise
-    bar.close()
-    log_f.close()
-    checkpoint(cfg.iters)
     return {"iters": cfg.iters, "wall_s": wall, "checkpoint": ckpt_path}
 
 

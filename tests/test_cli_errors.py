@@ -85,3 +85,42 @@ def test_bad_invocation_is_one_line_exit_2_and_creates_nothing(name, bad_files, 
     assert err.startswith("error: ") and needle in err, err
     assert not (tmp_path / "run").exists()
     assert set(os.listdir(bad_files["dir"])) == before
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["dcgan", "--out", "{file}"], "is a file"),
+        (["dcgan", "--out", "{dir}/nothing_here", "--resume"], "no checkpoint"),
+        (["dcgan", "--out", "{corrupt_dir}", "--resume"], "not a readable training checkpoint"),
+        (["dcgan", "--out", "{dir}/x", "--lr", "nan"], "--lr"),
+        (["dcgan", "--out", "{dir}/x", "--iters", "-1"], "--iters"),
+        (["dcgan", "--out", "{dir}/x", "--batch-size", "0"], "--batch-size"),
+        (["dcgan", "--out", "{dir}/x", "--export", "/no/such/dir/w.pt"], "--export"),
+    ],
+)
+def test_train_cli_bad_input_is_one_line(args, needle, bad_files, capsys):
+    from facefill_core.train import main as train_main
+
+    corrupt = bad_files["dir"] / "corrupt_run"
+    corrupt.mkdir(exist_ok=True)
+    (corrupt / "checkpoint.pt").write_bytes(b"\x80\x02truncated")
+    args = [a.format(corrupt_dir=str(corrupt), **bad_files) for a in args]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert not (bad_files["dir"] / "x").exists()
+
+
+def test_report_bad_run_dirs_are_one_line(tmp_path, capsys):
+    from bench.report import main as report_main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad" / "records"
+    bad.mkdir(parents=True)
+    (bad / "u.jsonl").write_text('{"psnr": 1')
+    for d, needle in ((tmp_path / "missing", "not a run directory"), (empty, "holds no records"), (bad.parent, "cannot be read")):
+        assert report_main([str(d)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
