@@ -139,6 +139,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
                 f"method {m} needs {kind} weights: {shipped_path(kind)} is missing "
                 f"(train them, or pass --weights-{kind})"
             )
+    _warn_overlap(a.data, ds.test_ids[:n_images], {method_info(m).weights for m in methods} - {None}, weights)
     out = a.out or os.path.join("results", "runs", dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S"))
     _check_out(out, a.resume)
     cfg = BenchConfig(
@@ -212,6 +213,27 @@ def _visible_gpus() -> int:
         return torch.cuda.device_count()
     except Exception:  # noqa: BLE001
         return 0
+
+
+def _warn_overlap(data: str, test_ids: list, kinds: set, weights: dict) -> None:
+    """One warning line per model that was trained on some of the images being evaluated."""
+    import sys
+
+    from facefill_core.data import train_test_overlap
+    from facefill_core.pretrained import load_payload
+
+    for kind in sorted(kinds):
+        try:
+            trained_on = load_payload(weights.get(kind), kind)["data"]
+            n = train_test_overlap(trained_on, data, test_ids)
+        except (ValueError, OSError, KeyError):
+            continue  # weights without a recorded data spec: nothing to compare
+        if n:
+            print(
+                f"warning: {n} of the {len(test_ids)} evaluated images are training images of the {kind} "
+                f"weights (trained on {trained_on}): their numbers are not held-out",
+                file=sys.stderr,
+            )
 
 
 def _check_out(out: str, resume: bool) -> None:

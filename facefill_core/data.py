@@ -65,8 +65,15 @@ class DataSpec:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
+FOLDER_TEST_EVERY = 10  # folder-split: files 0, 10, 20, ... (by name) are test, the rest train
+
+
 def parse_spec(spec: str) -> DataSpec:
-    """``"embedded" | "celeba:PATH" | "folder:PATH"`` -> :class:`DataSpec`.
+    """``"embedded" | "celeba:PATH" | "folder:PATH" | "folder-split:PATH"`` -> :class:`DataSpec`.
+
+    ``folder:PATH`` is the whole folder, both for evaluation and for training; ``folder-split``
+    splits one folder (every 10th file by name is test); ``celeba`` uses the official split
+    when ``list_eval_partition.txt`` is there.
 
     Raises:
         ValueError: unknown kind, or a missing path.
@@ -74,8 +81,8 @@ def parse_spec(spec: str) -> DataSpec:
     if spec == "embedded":
         return DataSpec("embedded")
     kind, sep, path = spec.partition(":")
-    if kind not in ("celeba", "folder") or not sep:
-        raise ValueError(f"data must be embedded, celeba:PATH or folder:PATH, got {spec!r}")
+    if kind not in ("celeba", "folder", "folder-split") or not sep:
+        raise ValueError(f"data must be embedded, celeba:PATH, folder:PATH or folder-split:PATH, got {spec!r}")
     if not path:
         raise ValueError(f"data {spec!r} needs a path after '{kind}:'")
     return DataSpec(kind, os.path.expanduser(path))
@@ -200,9 +207,11 @@ class FaceDataset:
             if split is not None:
                 train = [f for f in files if split.get(f, 0) == 0]
                 test = [f for f in files if split.get(f, 0) == 2]
-            else:
-                train = [f for i, f in enumerate(files) if i % 10 != 0]
-                test = [f for i, f in enumerate(files) if i % 10 == 0]
+            elif self.spec.kind == "folder-split":  # one folder for both: every 10th file is test
+                train = [f for i, f in enumerate(files) if i % FOLDER_TEST_EVERY != 0]
+                test = [f for i, f in enumerate(files) if i % FOLDER_TEST_EVERY == 0]
+            else:  # folder: the whole folder, for evaluation and for training
+                train, test = files, files
             if not test:
                 test = files
             self.train_ids, self.test_ids = train or files, test
@@ -323,3 +332,15 @@ def calibrate_box(images: np.ndarray, scale: int = 4) -> tuple[tuple[int, int, i
         return (0, 0, w - 1, h - 1), 0
     mean = boxes[found].astype(np.float64).mean(axis=0) / scale
     return tuple(int(round(v)) for v in mean), int(found.sum())
+
+
+def train_test_overlap(train_spec: str, test_spec: str, test_ids: Sequence[str]) -> int:
+    """How many of ``test_ids`` (of ``test_spec``) are training images of ``train_spec``: a
+    model trained on ``train_spec`` has seen them. 0 when the specs name different folders."""
+    a, b = parse_spec(train_spec), parse_spec(test_spec)
+    if a.kind == "embedded" or b.kind == "embedded":
+        return 0  # embedded train and test are disjoint seeds; nothing else is embedded
+    if os.path.realpath(a.path) != os.path.realpath(b.path):
+        return 0
+    train = set(FaceDataset(train_spec).train_ids)
+    return sum(1 for i in test_ids if i in train)

@@ -75,10 +75,10 @@ def test_folder_gray_rgba_corrupt(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
     (tmp_path / "d.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "notes.txt").write_text("ignored")
-    ds = FaceDataset(f"folder:{tmp_path}")
+    ds = FaceDataset(f"folder-split:{tmp_path}")
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\) .*d\.jpg"):
         x, ids = ds.load_uint8("train")
-    assert ids == ["b.png", "c.png"]  # a.png is the every-10th test image
+    assert ids == ["b.png", "c.png"]  # folder-split: a.png is the every-10th test image
     assert x.shape == (2, 64, 64, 3)
     assert (x[0] == 100).all() and (x[1][..., 0] == 255).all() and (x[1][..., 1] == 0).all()
     assert load_face_file(str(tmp_path / "a.png")).shape == (64, 64, 3)
@@ -93,7 +93,58 @@ def test_bad_data(tmp_path):
     ds = FaceDataset(f"folder:{tmp_path}")
     with pytest.raises(ValueError, match="no readable image"), pytest.warns(UserWarning):
         ds.load_uint8("test")
-    with pytest.raises(ValueError, match="embedded, celeba:PATH or folder:PATH"):
+    with pytest.raises(ValueError, match="embedded, celeba:PATH, folder:PATH or folder-split:PATH"):
         parse_spec("imagenet")
     with pytest.raises(ValueError, match="needs a path"):
         parse_spec("celeba:")
+
+
+def _faces_folder(path, n):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path / f"face{i:02d}.png")
+
+
+def test_folder_is_evaluated_whole_and_folder_split_holds_out_every_10th(tmp_path):
+    _faces_folder(tmp_path, 11)
+    whole = FaceDataset(f"folder:{tmp_path}")
+    assert len(whole.test_ids) == 11 and whole.train_ids == whole.test_ids
+    split = FaceDataset(f"folder-split:{tmp_path}")
+    assert split.test_ids == ["face00.png", "face10.png"] and len(split.train_ids) == 9
+    assert not set(split.test_ids) & set(split.train_ids)
+
+
+def test_train_test_overlap_counts_seen_images(tmp_path):
+    from facefill_core.data import train_test_overlap
+
+    _faces_folder(tmp_path, 11)
+    ids = FaceDataset(f"folder:{tmp_path}").test_ids
+    assert train_test_overlap(f"folder:{tmp_path}", f"folder:{tmp_path}", ids) == 11
+    assert train_test_overlap(f"folder-split:{tmp_path}", f"folder-split:{tmp_path}", ["face00.png", "face10.png"]) == 0
+    assert train_test_overlap(f"folder-split:{tmp_path}", f"folder:{tmp_path}", ids) == 9
+    assert train_test_overlap("embedded", f"folder:{tmp_path}", ids) == 0
+
+
+def test_bench_run_on_a_folder_of_11_faces_evaluates_all_11(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from bench.run import main
+    from facefill_core.pretrained import shipped_path
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    _faces_folder(faces, 11)
+    # CE weights that say they were trained on this folder: the run must warn they saw the images
+    payload = torch.load(shipped_path("ce"), weights_only=True)
+    payload["data"] = f"folder:{faces}"
+    torch.save(payload, tmp_path / "ce_folder.pt")
+    out = tmp_path / "run"
+    args = ["--no-progress", "--workers", "0", "--methods", "mean,ce", "--masks", "centre", "--box", "8,16,55,63"]
+    rc = main([*args, "--data", f"folder:{faces}", "--n-images", "11", "--weights-ce", str(tmp_path / "ce_folder.pt"), "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "11 of the 11 evaluated images are training images of the ce weights" in err
+    recs = [json.loads(line) for line in open(out / "records.jsonl")]
+    assert sorted({r["image_id"] for r in recs}) == [f"face{i:02d}.png" for i in range(11)]
