@@ -48,5 +48,9 @@ test: setup
 bench: setup
 	$(VPY) -m pytest -q -s tests/benchmarks -o addopts="" --benchmark-columns=min,median,mean,rounds
 
+# the GPU battery (bench/gpu_check.py): CPU and CUDA halves; without CUDA it says so and runs the CPU half
+gpu-check: setup
+	$(VPY) -m bench.gpu_check
+
 clean:
 	rm -rf build $(VENV) facefill_core/*.so *.egg-info

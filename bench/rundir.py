@@ -39,6 +39,11 @@ log = logging.getLogger("bench")
 PACKAGES = ("torch", "numpy", "scikit-image", "opencv-python-headless", "ray", "scipy", "facefill", "gan-face-generate")
 
 
+def run_masks(cfg: BenchConfig, mask: str) -> np.ndarray:
+    """The run's masks of one kind: uint8 ``(n_images, 64, 64)``, 1 = hole (seeded by ``cfg.seed``)."""
+    return make_masks(MaskConfig(mask, seed=cfg.seed), cfg.n_images)[:, 0].numpy().astype(np.uint8)
+
+
 def masks_path(run_dir: str, mask: str) -> str:
     return os.path.join(run_dir, "masks", f"{mask}.npy")
 
@@ -143,7 +148,7 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict
     os.makedirs(os.path.join(cfg.out, "masks"), exist_ok=True)
     for mask in cfg.masks:
         p = masks_path(cfg.out, mask)
-        m = make_masks(MaskConfig(mask, seed=cfg.seed), cfg.n_images)[:, 0].numpy().astype(np.uint8)
+        m = run_masks(cfg, mask)
         if os.path.exists(p):
             if not np.array_equal(np.load(p), m):
                 raise UsageError(f"--resume: saved mask {p} differs from the one this run would make")

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.rundir import masks_path
+from bench.rundir import masks_path, run_masks
 from bench.sweep import expand, parse_label
 from facefill_core.data import TestSet
 from facefill_core.methods import LATENT_METHODS, method_info
@@ -47,11 +47,14 @@ class WorkerInputs:
             that box: the reference of the NME metric, computed once per image per run.
         train_images: uint8 ``(M, 64, 64, 3)``, the dataset's train split, when a method reads
             it (``nn``); else None.
+        holes: mask name -> uint8 ``(N, 64, 64)``, 1 = hole: the run's masks, handed to the
+            workers so that nodes of a cluster need no shared filesystem to read them.
     """
 
     test_set: TestSet
     target_points: np.ndarray
     train_images: Optional[np.ndarray] = None
+    holes: Optional[dict] = None
 
 
 def resolve_inputs(cfg) -> WorkerInputs:
@@ -65,7 +68,8 @@ def resolve_inputs(cfg) -> WorkerInputs:
     train = None
     if any(method_info(m).train_split for m in cfg.methods):
         train, _ = FaceDataset(cfg.data, box=ts.box).load_uint8("train")
-    return WorkerInputs(ts, points, train)
+    holes = {m: run_masks(cfg, m) for m in cfg.masks}
+    return WorkerInputs(ts, points, train, holes)
 
 
 def _latent(label: str) -> bool:
@@ -108,6 +112,7 @@ class UnitRunner:
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
         self.test_set, self.target_points = inputs.test_set, inputs.target_points
         self.train_images = inputs.train_images
+        self.holes = inputs.holes
         self.images = self.test_set.tensors()
         self.box = self.test_set.box
         self.predictor = LandmarkPredictor(num_threads=max(1, num_threads))  # one per worker, shared
@@ -146,7 +151,8 @@ class UnitRunner:
                 open(marker, "w").close()
                 os._exit(17)  # a real worker death, once
         x = self.images[unit.start : unit.stop]
-        holes = torch.from_numpy(np.load(masks_path(self.run_dir, unit.mask))[unit.start : unit.stop]).float()[:, None]
+        all_holes = self.holes[unit.mask] if self.holes else np.load(masks_path(self.run_dir, unit.mask))
+        holes = torch.from_numpy(all_holes[unit.start : unit.stop]).float()[:, None]
         inp = self._inpainter(unit.method)
         snapshots = unit.start == 0 and _latent(unit.method)  # the first shard's search, for figures
         if _latent(unit.method):
