@@ -49,12 +49,15 @@ class WorkerInputs:
             it (``nn``); else None.
         holes: mask name -> uint8 ``(N, 64, 64)``, 1 = hole: the run's masks, handed to the
             workers so that nodes of a cluster need no shared filesystem to read them.
+        train_exclude: test image index -> its row in ``train_images`` where the evaluated
+            images are also training images (``folder:PATH``): ``nn`` leaves it out.
     """
 
     test_set: TestSet
     target_points: np.ndarray
     train_images: Optional[np.ndarray] = None
     holes: Optional[dict] = None
+    train_exclude: Optional[dict] = None
 
 
 def resolve_inputs(cfg) -> WorkerInputs:
@@ -65,11 +68,13 @@ def resolve_inputs(cfg) -> WorkerInputs:
 
     ts = load_test_set(cfg.data, cfg.n_images, cfg.box)
     points = LandmarkPredictor().predict(ts.images, box=ts.box, rounded=False)
-    train = None
+    train = exclude = None
     if any(method_info(m).train_split for m in cfg.methods):
-        train, _ = FaceDataset(cfg.data, box=ts.box).load_uint8("train")
+        train, train_ids = FaceDataset(cfg.data, box=ts.box).load_uint8("train")
+        row = {t: r for r, t in enumerate(train_ids)}
+        exclude = {i: row[t] for i, t in enumerate(ts.ids) if t in row}  # leave-one-out
     holes = {m: run_masks(cfg, m) for m in cfg.masks}
-    return WorkerInputs(ts, points, train, holes)
+    return WorkerInputs(ts, points, train, holes, exclude)
 
 
 def _latent(label: str) -> bool:
@@ -111,7 +116,7 @@ class UnitRunner:
             torch.set_num_threads(num_threads)
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
         self.test_set, self.target_points = inputs.test_set, inputs.target_points
-        self.train_images = inputs.train_images
+        self.train_images, self.train_exclude = inputs.train_images, inputs.train_exclude
         self.holes = inputs.holes
         self.images = self.test_set.tensors()
         self.box = self.test_set.box
@@ -125,7 +130,14 @@ class UnitRunner:
             cfg, v = self.cfg, parse_label(label)
             icfg = dataclasses.replace(cfg.inpaint_config(v.method), **v.overrides())
             self._methods[label] = build(
-                v.method, icfg, cfg.weights_for(v.method), self.device, self.box, self.predictor, self.train_images
+                v.method,
+                icfg,
+                cfg.weights_for(v.method),
+                self.device,
+                self.box,
+                self.predictor,
+                self.train_images,
+                self.train_exclude,
             )
         return self._methods[label]
 

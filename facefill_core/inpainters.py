@@ -134,6 +134,7 @@ def build(
     box=None,
     predictor: Optional[LandmarkPredictor] = None,
     train_images=None,
+    train_exclude=None,
 ) -> Inpainter:
     """Construct a method by its command-line name.
 
@@ -146,6 +147,8 @@ def build(
         predictor: a landmark predictor to share (latent methods; default: one of their own).
         train_images: uint8 ``(M, H, W, 3)`` training images of a method that reads the train
             split (``nn``); None: the embedded dataset's whole train split.
+        train_exclude: image index -> the row of ``train_images`` that is that image (``nn``
+            never fills an image with itself).
 
     Raises:
         ValueError: an unknown name (listing the known ones), or weights of the wrong kind.
@@ -160,5 +163,5 @@ def build(
 
         if train_images is None:
             return NearestNeighbourInpainter.from_dataset("embedded", device=device)
-        return NearestNeighbourInpainter(train_images, device=device)
+        return NearestNeighbourInpainter(train_images, device=device, exclude=train_exclude)
     return ClassicalInpainter(info)  # the third family (MethodInfo checks its family)

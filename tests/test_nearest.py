@@ -105,3 +105,43 @@ def test_harness_runs_nn_with_the_drivers_train_split(tmp_path, train):
     want = NearestNeighbourInpainter(train).inpaint(ts.tensors(), holes)
     np.testing.assert_array_equal(result["outputs"], np.rint((want.permute(0, 2, 3, 1).numpy() + 1) * 127.5))
     assert "trajectory" not in result
+
+
+def test_leave_one_out_when_evaluated_images_are_training_images(train):
+    idx = [3, 40]
+    x = uint8_to_signed(train[idx])
+    h = make_masks(MaskConfig("centre"), 2)
+    nn = NearestNeighbourInpainter(train, chunk_size=16, exclude={7: 3, 8: 40})  # image 7 is row 3, ...
+    nn.inpaint(x, h, image_indices=[7, 8])
+    d = _direct_distances(x, h, train)
+    d[0, 3] = d[1, 40] = np.inf
+    assert nn.last_match.tolist() == d.argmin(1).tolist() and 0 not in nn.last_distance.tolist()
+    nn.inpaint(x, h, image_indices=[0, 1])  # other indices: nothing left out, each finds itself
+    assert nn.last_match.tolist() == idx
+    with pytest.raises(ValueError, match=r"exclude rows must be in \[0, 95\], got \[96\]"):
+        NearestNeighbourInpainter(train, exclude={0: 96})
+    with pytest.raises(ValueError, match="image_indices must have 2 entries, got 1"):
+        nn.inpaint(x, h, image_indices=[0])
+
+
+def test_folder_data_nn_never_fills_an_image_with_itself(tmp_path):
+    """folder:PATH is evaluated and searched whole: the driver maps each evaluated image to its
+    own training row and nn leaves it out."""
+    from PIL import Image
+
+    from bench.workers import Unit, UnitRunner, resolve_inputs
+    from facefill_core.config import BenchConfig
+
+    imgs, _ = FaceDataset("embedded").load_uint8("test", 6)
+    os.makedirs(tmp_path / "faces")
+    for i, a in enumerate(imgs):
+        Image.fromarray(a).save(tmp_path / "faces" / f"f{i}.png")
+    cfg = BenchConfig(
+        methods=("nn",), masks=("centre",), n_images=6, data=f"folder:{tmp_path / 'faces'}", out=str(tmp_path / "r")
+    )
+    inputs = resolve_inputs(cfg)
+    assert inputs.train_exclude == {i: i for i in range(6)} and inputs.train_images.shape == (6, 64, 64, 3)
+    runner = UnitRunner(cfg, str(tmp_path / "r"), inputs, "cpu", 1)
+    result = runner.run(Unit("nn", "centre", 0, 6))
+    assert all(np.isfinite(r["psnr"]) and r["psnr"] < 40 for r in result["records"])
+    assert all(m != i for i, m in enumerate(runner._inpainter("nn").last_match.tolist()))
