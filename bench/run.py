@@ -41,7 +41,10 @@ def run(cfg: BenchConfig, resume: bool = False, progress: bool = True, verbose: 
     """
     check_existing_run(cfg, resume)  # before any work
     created = not os.path.exists(cfg.out)
-    os.makedirs(cfg.out, exist_ok=True)
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {cfg.out} is not writable: {e.strerror or e}") from None
     lock = RunLock(cfg.out)
     try:
         lock.acquire()
