@@ -1,8 +1,13 @@
 """Builds the C++ landmark extension `facefill_core._landmarks` against Debian's dlib.
 
+The leaf additions (csrc/forest_*.cpp) are compiled once per instruction set (SSE2, AVX2,
+AVX-512F, via `#pragma GCC target`) and picked at run time, so the default build is portable and
+uses the widest vectors the CPU has. -ffp-contract=off: no fused multiply-adds anywhere, so
+every float operation rounds as in dlib (bit-identical points is the contract).
+
 Environment:
-  FACEFILL_NATIVE=1  add -march=native (measured gain in README; off by default so the
-                     build is portable across x86-64 machines).
+  FACEFILL_NATIVE=1  add -march=native (off by default so the build is portable across x86-64
+                     machines).
 """
 
 import os
@@ -11,7 +16,7 @@ from glob import glob
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
-extra = ["-O3", "-DNDEBUG", "-DDLIB_NO_GUI_SUPPORT"]
+extra = ["-O3", "-ffp-contract=off", "-DNDEBUG", "-DDLIB_NO_GUI_SUPPORT"]
 if os.environ.get("FACEFILL_NATIVE") == "1":
     extra.append("-march=native")
 
