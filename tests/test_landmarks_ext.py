@@ -71,6 +71,18 @@ def test_batch_paths_bit_identical_to_reference(real_faces, isa):
     )
 
 
+def test_batches_longer_than_one_pass(real_faces):
+    # The C++ code evaluates at most 256 images per batch-major pass; 300 on 1 thread is two.
+    faces = np.resize(real_faces, (300,) + real_faces.shape[1:])
+    rng = np.random.default_rng(2)
+    boxes = np.stack(
+        [rng.integers(0, 10, 300), rng.integers(0, 10, 300), rng.integers(50, 64, 300), rng.integers(50, 64, 300)], 1
+    )
+    got = LandmarkPredictor(num_threads=1).predict(faces, boxes=boxes, rounded=False)
+    ref = LandmarkPredictor(num_threads=2, isa="reference").predict(faces, boxes=boxes, rounded=False)
+    assert got.tobytes() == ref.tobytes()
+
+
 def test_available_isas_follow_the_cpu():
     isas = available_isas()
     assert isas[-1] == "sse2" and isas == sorted(isas, key=["avx512", "avx2", "sse2"].index)
