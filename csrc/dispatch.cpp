@@ -1,11 +1,28 @@
-// Instruction-set names, run-time CPU checks and aligned buffers for the batch kernels.
+// Run-time support for the batch: instruction-set names and CPU checks, aligned buffers, the
+// thread pool, and the landmark penalty.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <new>
 #include <stdexcept>
+#include <thread>
 
 #include "landmarks.h"
 
 namespace facefill {
+
+namespace {
+
+int resolve_threads(int num_threads) {
+    if (num_threads > 0) return num_threads;
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+}  // namespace
+
 
 Isa parse_isa(const std::string& name) {
     if (name == "auto") return Isa::kAuto;
@@ -73,6 +90,45 @@ AlignedFloats aligned_floats(size_t count) {
     if (!p) throw std::bad_alloc();
     std::memset(p, 0, bytes == 0 ? 64 : bytes);
     return AlignedFloats(static_cast<float*>(p));
+}
+
+void parallel_for(long n, int num_threads, const std::function<void(long, long)>& fn) {
+    if (n <= 0) return;
+    const long workers = std::min<long>(resolve_threads(num_threads), n);
+    if (workers == 1) {
+        fn(0, n);
+        return;
+    }
+    std::exception_ptr first_error;
+    std::mutex error_mutex;
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(workers));
+    const long chunk = (n + workers - 1) / workers;
+    for (long w = 0; w < workers; ++w) {
+        const long begin = w * chunk, end = std::min(n, begin + chunk);
+        if (begin >= end) break;
+        threads.emplace_back([&, begin, end] {
+            try {
+                fn(begin, end);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!first_error) first_error = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    if (first_error) std::rethrow_exception(first_error);
+}
+
+void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
+                      float margin_px, float step, double* out) {
+    for (long i = 0; i < n; ++i) {
+        const float* p = pred + i * num_parts * 2;
+        double total = 0.0;
+        for (long k = 0; k < 2 * num_parts; ++k)
+            if (std::fabs(p[k] - ref[k]) > margin_px) total += step;
+        out[i] = total;
+    }
 }
 
 }  // namespace facefill

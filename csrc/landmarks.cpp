@@ -1,13 +1,8 @@
 #include "landmarks.h"
 
 #include <algorithm>
-#include <cmath>
-#include <exception>
 #include <fstream>
-#include <functional>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
 
 #include <dlib/image_processing/frontal_face_detector.h>
 #include <dlib/image_transforms/assign_image.h>
@@ -53,12 +48,6 @@ RawImage<Pixel> image_at(const ImageBatch& b, long i) {
 dlib::rectangle to_rect(const std::vector<Box>& boxes, long i) {
     const Box& b = boxes.size() == 1 ? boxes[0] : boxes[static_cast<size_t>(i)];
     return dlib::rectangle(b.left, b.top, b.right, b.bottom);
-}
-
-int resolve_threads(int num_threads) {
-    if (num_threads > 0) return num_threads;
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
 // Trees walked and added per image at a time (kernels.h): the running shape stays in registers
@@ -131,34 +120,6 @@ void write_points(const dlib::point_transform_affine& tform_to_img, const float*
 }
 
 }  // namespace
-
-void parallel_for(long n, int num_threads, const std::function<void(long, long)>& fn) {
-    if (n <= 0) return;
-    const long workers = std::min<long>(resolve_threads(num_threads), n);
-    if (workers == 1) {
-        fn(0, n);
-        return;
-    }
-    std::exception_ptr first_error;
-    std::mutex error_mutex;
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<size_t>(workers));
-    const long chunk = (n + workers - 1) / workers;
-    for (long w = 0; w < workers; ++w) {
-        const long begin = w * chunk, end = std::min(n, begin + chunk);
-        if (begin >= end) break;
-        threads.emplace_back([&, begin, end] {
-            try {
-                fn(begin, end);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                if (!first_error) first_error = std::current_exception();
-            }
-        });
-    }
-    for (auto& t : threads) t.join();
-    if (first_error) std::rethrow_exception(first_error);
-}
 
 ShapeModel::ShapeModel(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -382,17 +343,6 @@ void ShapeModel::predict_dlib(const ImageBatch& images, const std::vector<Box>& 
         else
             predict_dlib_range<unsigned char>(images, boxes, begin, end, out);
     });
-}
-
-void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
-                      float margin_px, float step, double* out) {
-    for (long i = 0; i < n; ++i) {
-        const float* p = pred + i * num_parts * 2;
-        double total = 0.0;
-        for (long k = 0; k < 2 * num_parts; ++k)
-            if (std::fabs(p[k] - ref[k]) > margin_px) total += step;
-        out[i] = total;
-    }
 }
 
 void detect_faces(const ImageBatch& images, long* out, uint8_t* found) {
