@@ -80,14 +80,15 @@ class PyPredictor {
     explicit PyPredictor(const std::string& path) : model_(path) {}
 
     py::array_t<float> predict(const U8Array& images, const I64Array& boxes, bool rounded,
-                               int num_threads) const {
+                               int num_threads, const std::string& isa) const {
+        const facefill::Isa which = facefill::parse_isa(isa);
         const ImageBatch b = check_images(images);
         const std::vector<Box> bx = check_boxes(boxes, b.n);
         py::array_t<float> out({b.n, model_.num_parts(), 2L});
         float* o = out.mutable_data();
         {
             py::gil_scoped_release release;
-            model_.predict(b, bx, rounded, num_threads, o);
+            model_.predict(b, bx, rounded, num_threads, which, o);
         }
         return out;
     }
@@ -107,7 +108,8 @@ class PyPredictor {
 
     py::tuple predict_penalty(const U8Array& images, const I64Array& boxes,
                               const F32Array& reference, float margin_px, float step,
-                              bool rounded, int num_threads) const {
+                              bool rounded, int num_threads, const std::string& isa) const {
+        const facefill::Isa which = facefill::parse_isa(isa);
         const ImageBatch b = check_images(images);
         const std::vector<Box> bx = check_boxes(boxes, b.n);
         const long parts = model_.num_parts();
@@ -121,7 +123,7 @@ class PyPredictor {
         const float* ref = reference.data();
         {
             py::gil_scoped_release release;
-            model_.predict(b, bx, rounded, num_threads, p);
+            model_.predict(b, bx, rounded, num_threads, which, p);
             facefill::landmark_penalty(p, b.n, parts, ref, margin_px, step, pen);
         }
         return py::make_tuple(points, penalty);
@@ -149,15 +151,17 @@ class PyPredictor {
             py::array_t<int64_t> s1({c.num_trees, c.num_splits}), s2({c.num_trees, c.num_splits});
             py::array_t<float> th({c.num_trees, c.num_splits});
             for (long k = 0; k < c.num_trees * c.num_splits; ++k) {
-                s1.mutable_data()[k] = c.split_idx1[k];
-                s2.mutable_data()[k] = c.split_idx2[k];
-                th.mutable_data()[k] = c.split_thresh[k];
+                s1.mutable_data()[k] = c.splits[k].idx1;
+                s2.mutable_data()[k] = c.splits[k].idx2;
+                th.mutable_data()[k] = c.splits[k].thresh;
             }
             idx1.append(s1);
             idx2.append(s2);
             thresh.append(th);
             py::array_t<float> lv({c.num_trees, c.num_leaves, dim});
-            std::copy(c.leaves.begin(), c.leaves.end(), lv.mutable_data());
+            for (long k = 0; k < c.num_trees * c.num_leaves; ++k)
+                std::copy(c.leaves.get() + k * model_.leaf_stride(),
+                          c.leaves.get() + k * model_.leaf_stride() + dim, lv.mutable_data() + k * dim);
             leaves.append(lv);
         }
         d["anchor_idx"] = anchors;
@@ -192,21 +196,27 @@ PYBIND11_MODULE(_landmarks, m) {
         .def(py::init<const std::string&>(), py::arg("model_path"),
              "Load dlib's serialized shape predictor (e.g. shape_predictor_68_face_landmarks.dat).")
         .def("predict", &PyPredictor::predict, py::arg("images"), py::arg("boxes"),
-             py::arg("rounded") = true, py::arg("num_threads") = 0,
+             py::arg("rounded") = true, py::arg("num_threads") = 0, py::arg("isa") = "auto",
              "Batch-major prediction. images: uint8 (N, H, W, 3) RGB or (N, H, W) gray; boxes: "
-             "int64 (4,) shared or (N, 4) (left, top, right, bottom). Returns float32 (N, P, 2).")
+             "int64 (4,) shared or (N, 4) (left, top, right, bottom). isa: auto (widest this CPU "
+             "has), avx512, avx2, sse2, or reference (image by image); the same bits on each. "
+             "Returns float32 (N, P, 2).")
         .def("predict_dlib", &PyPredictor::predict_dlib, py::arg("images"), py::arg("boxes"),
              py::arg("num_threads") = 0,
              "dlib's own per-image shape_predictor call (reference / benchmark path).")
         .def("predict_penalty", &PyPredictor::predict_penalty, py::arg("images"),
              py::arg("boxes"), py::arg("reference"), py::arg("margin_px") = 3.0f,
              py::arg("step") = 0.5f, py::arg("rounded") = true, py::arg("num_threads") = 0,
+             py::arg("isa") = "auto",
              "Predict and score a batch in one GIL-free call. Returns (points (N, P, 2) float32, "
              "penalty (N,) float64).")
         .def("export", &PyPredictor::export_model,
              "The model's parameters as numpy arrays (per cascade lists).")
         .def_property_readonly("num_parts", &PyPredictor::num_parts)
         .def_property_readonly("num_cascades", &PyPredictor::num_cascades);
+
+    m.def("supported_isas", &facefill::supported_isas,
+          "The batch kernels this CPU can run, widest first, e.g. ['avx2', 'sse2'].");
 
     m.def(
         "detect_faces",

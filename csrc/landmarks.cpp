@@ -1,13 +1,8 @@
 #include "landmarks.h"
 
 #include <algorithm>
-#include <cmath>
-#include <exception>
 #include <fstream>
-#include <functional>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
 
 #include <dlib/image_processing/frontal_face_detector.h>
 #include <dlib/image_transforms/assign_image.h>
@@ -55,62 +50,76 @@ dlib::rectangle to_rect(const std::vector<Box>& boxes, long i) {
     return dlib::rectangle(b.left, b.top, b.right, b.bottom);
 }
 
-int resolve_threads(int num_threads) {
-    if (num_threads > 0) return num_threads;
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw == 0 ? 1 : static_cast<int>(hw);
-}
-
+// Trees walked and added per image at a time (kernels.h): the running shape stays in registers
+// across the block, the block's leaves (8 x 16 leaves x 576 bytes) in L2 across the batch.
 constexpr long kTreeBlock = 8;
 
-// shape += leaf[0]; shape += leaf[1]; ... element by element, in tree order: the same float
-// additions, in the same order, as dlib's `current_shape += leaf` per tree, so the result is
-// bit-identical; the running sum of 8 elements stays in registers across the block.
-inline void add_leaves(float* __restrict shape, const float* const* __restrict leaves, long count,
-                       long dim) {
-    long j = 0;
-    for (; j + 8 <= dim; j += 8) {
-        float acc[8];
-        for (int e = 0; e < 8; ++e) acc[e] = shape[j + e];
-        for (long k = 0; k < count; ++k) {
-            const float* __restrict l = leaves[k] + j;
-            for (int e = 0; e < 8; ++e) acc[e] += l[e];
-        }
-        for (int e = 0; e < 8; ++e) shape[j + e] = acc[e];
+// Images per batch-major pass: 256 faces' features (500 x 256 floats) and shapes stay in L2;
+// each pass streams the leaves (65 MB for the 68-point model) once, about 250 KB per face.
+constexpr long kChunk = 256;
+
+// dlib's find_tform_between_shapes(reference_shape, current_shape) (identity for a single
+// point), with the point buffers kept by the caller.
+dlib::point_transform_affine shape_tform(const float* shape, long parts,
+                                         const std::vector<dlib::vector<float, 2>>& from_points,
+                                         std::vector<dlib::vector<float, 2>>& to_points) {
+    if (parts <= 1) return dlib::point_transform_affine();
+    for (long p = 0; p < parts; ++p)
+        to_points[static_cast<size_t>(p)] = dlib::vector<float, 2>(shape[2 * p], shape[2 * p + 1]);
+    return dlib::find_similarity_transform(from_points, to_points);
+}
+
+// The feature pixels of one image at one cascade level: dlib's extract_feature_pixel_values
+// (kernels.h says how the positions are computed bit for bit), with the shape transform
+// `to_shape` and the image transform given (computed once where dlib recomputes them), no
+// per-call allocations. tests/test_landmarks_ext.py checks the results bit for bit against
+// dlib's own routine (isa="reference"). out[i * out_stride] = feature i.
+template <typename Pixel>
+void feature_pixels(const Kernels& kernels, const RawImage<Pixel>& img,
+                    const dlib::point_transform_affine& tform_to_img,
+                    const dlib::point_transform_affine& to_shape, const float* shape,
+                    const Cascade& cas, int32_t* xs, int32_t* ys, float* out, long out_stride) {
+    const dlib::matrix<float, 2, 2> tform = dlib::matrix_cast<float>(to_shape.get_m());
+    const dlib::matrix<double, 2, 2>& m = tform_to_img.get_m();
+    PixelMap map;
+    map.t00 = tform(0, 0), map.t01 = tform(0, 1), map.t10 = tform(1, 0), map.t11 = tform(1, 1);
+    map.m00 = m(0, 0), map.m01 = m(0, 1), map.m10 = m(1, 0), map.m11 = m(1, 1);
+    map.b0 = tform_to_img.get_b().x(), map.b1 = tform_to_img.get_b().y();
+    map.cols = static_cast<double>(img.cols), map.rows = static_cast<double>(img.rows);
+    const FeatureView fv = cas.feature_view();
+    kernels.pixels(fv, map, shape, xs, ys);
+    const Pixel* pix = reinterpret_cast<const Pixel*>(img.data);
+    for (long i = 0; i < fv.num; ++i)
+        out[i * out_stride] = xs[i] < 0 ? 0 : dlib::get_pixel_intensity(pix[ys[i] * img.cols + xs[i]]);
+}
+
+// dlib's tree walk (regression_tree::operator()).
+long walk_tree(const Split* splits, long num_splits, const float* f) {
+    long node = 0;
+    while (node < num_splits) {
+        const Split& s = splits[node];
+        node = f[s.idx1] - f[s.idx2] > s.thresh ? 2 * node + 1 : 2 * node + 2;
     }
-    for (; j < dim; ++j)
-        for (long k = 0; k < count; ++k) shape[j] += leaves[k][j];
+    return node - num_splits;
+}
+
+void write_points(const dlib::point_transform_affine& tform_to_img, const float* shape, long parts,
+                  bool rounded, float* o) {
+    for (long p = 0; p < parts; ++p) {
+        const dlib::vector<double, 2> q =
+            tform_to_img(dlib::vector<float, 2>(shape[2 * p], shape[2 * p + 1]));
+        if (rounded) {
+            const dlib::point r = q;  // dlib rounds with floor(v + 0.5)
+            o[2 * p] = static_cast<float>(r.x());
+            o[2 * p + 1] = static_cast<float>(r.y());
+        } else {
+            o[2 * p] = static_cast<float>(q.x());
+            o[2 * p + 1] = static_cast<float>(q.y());
+        }
+    }
 }
 
 }  // namespace
-
-void parallel_for(long n, int num_threads, const std::function<void(long, long)>& fn) {
-    if (n <= 0) return;
-    const long workers = std::min<long>(resolve_threads(num_threads), n);
-    if (workers == 1) {
-        fn(0, n);
-        return;
-    }
-    std::exception_ptr first_error;
-    std::mutex error_mutex;
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<size_t>(workers));
-    const long chunk = (n + workers - 1) / workers;
-    for (long w = 0; w < workers; ++w) {
-        const long begin = w * chunk, end = std::min(n, begin + chunk);
-        if (begin >= end) break;
-        threads.emplace_back([&, begin, end] {
-            try {
-                fn(begin, end);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                if (!first_error) first_error = std::current_exception();
-            }
-        });
-    }
-    for (auto& t : threads) t.join();
-    if (first_error) std::rethrow_exception(first_error);
-}
 
 ShapeModel::ShapeModel(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -141,6 +150,8 @@ ShapeModel::ShapeModel(const std::string& path) {
         forests.size() != deltas.size())
         throw std::runtime_error("corrupt shape predictor model file " + path +
                                  ": inconsistent sizes");
+    for (long p = 0; p < dim / 2; ++p) initial_points_.push_back(dlib::impl::location(initial_shape_, p));
+    leaf_stride_ = (dim + kLeafAlign - 1) / kLeafAlign * kLeafAlign;
     cascades_.resize(forests.size());
     for (size_t c = 0; c < forests.size(); ++c) {
         Cascade& cas = cascades_[c];
@@ -150,13 +161,24 @@ ShapeModel::ShapeModel(const std::string& path) {
         if (cas.anchor_idx.size() != cas.deltas.size())
             throw std::runtime_error("corrupt shape predictor model file " + path +
                                      ": anchor/delta size mismatch");
-        for (unsigned long a : cas.anchor_idx)
+        if (cas.deltas.size() > 65536)
+            throw std::runtime_error("unsupported shape predictor model file " + path +
+                                     ": more than 65536 feature pixels per level");
+        for (unsigned long a : cas.anchor_idx) {
             if (static_cast<long>(a) >= dim / 2)
                 throw std::runtime_error("corrupt shape predictor model file " + path +
                                          ": anchor index out of range");
+            cas.anchor2.push_back(static_cast<int32_t>(2 * a));
+        }
+        for (const auto& d : cas.deltas) {
+            cas.dx.push_back(d.x());
+            cas.dy.push_back(d.y());
+        }
         cas.num_trees = static_cast<long>(trees.size());
         cas.num_splits = trees.empty() ? 0 : static_cast<long>(trees[0].splits.size());
         cas.num_leaves = trees.empty() ? 0 : static_cast<long>(trees[0].leaf_values.size());
+        cas.leaves = aligned_floats(static_cast<size_t>(cas.num_trees * cas.num_leaves * leaf_stride_));
+        float* leaf_out = cas.leaves.get();
         for (const auto& t : trees) {
             if (static_cast<long>(t.splits.size()) != cas.num_splits ||
                 static_cast<long>(t.leaf_values.size()) != cas.num_leaves ||
@@ -167,77 +189,111 @@ ShapeModel::ShapeModel(const std::string& path) {
                 if (s.idx1 >= cas.deltas.size() || s.idx2 >= cas.deltas.size())
                     throw std::runtime_error("corrupt shape predictor model file " + path +
                                              ": split feature index out of range");
-                cas.split_idx1.push_back(static_cast<uint32_t>(s.idx1));
-                cas.split_idx2.push_back(static_cast<uint32_t>(s.idx2));
-                cas.split_thresh.push_back(s.thresh);
+                cas.splits.push_back(
+                    {static_cast<uint16_t>(s.idx1), static_cast<uint16_t>(s.idx2), s.thresh});
             }
             for (const auto& leaf : t.leaf_values) {
                 if (leaf.size() != dim)
                     throw std::runtime_error("corrupt shape predictor model file " + path +
                                              ": leaf of wrong length");
-                cas.leaves.insert(cas.leaves.end(), leaf.begin(), leaf.end());
+                std::copy(leaf.begin(), leaf.end(), leaf_out);
+                leaf_out += leaf_stride_;
             }
         }
     }
 }
 
+FeatureView Cascade::feature_view() const {
+    FeatureView v;
+    v.anchor2 = anchor2.data();
+    v.dx = dx.data();
+    v.dy = dy.data();
+    v.num = static_cast<long>(anchor2.size());
+    return v;
+}
+
+ForestView Cascade::forest_view(long dim, long leaf_stride) const {
+    ForestView v;
+    v.splits = splits.data();
+    v.leaves = leaves.get();
+    v.num_trees = num_trees;
+    v.num_splits = num_splits;
+    v.num_leaves = num_leaves;
+    v.dim = dim;
+    v.leaf_stride = leaf_stride;
+    return v;
+}
+
 template <typename Pixel>
 void ShapeModel::predict_range(const ImageBatch& images, const std::vector<Box>& boxes,
-                               bool rounded, long begin, long end, float* out) const {
-    const long n = end - begin;
-    const long dim = static_cast<long>(initial_shape_.size());
-    std::vector<dlib::matrix<float, 0, 1>> shapes(static_cast<size_t>(n), initial_shape_);
-    std::vector<std::vector<float>> features(static_cast<size_t>(n));
-    std::vector<const float*> leaf_ptr(static_cast<size_t>(n * kTreeBlock));
+                               bool rounded, Isa isa, long begin, long end, float* out) const {
+    const Kernels& kernels = kernels_for(isa);
+    const long n = end - begin, dim = this->dim(), parts = num_parts(), stride = leaf_stride_;
+    size_t max_features = 0;
+    for (const Cascade& cas : cascades_) max_features = std::max(max_features, cas.deltas.size());
+    // Features batch-major (kernels.h): feature i of image b at features[i * fstride + b].
+    const long fstride = (n + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
+    AlignedFloats shapes = aligned_floats(static_cast<size_t>(n * stride));
+    std::vector<float> features(max_features * static_cast<size_t>(fstride));
+    std::vector<int32_t> xs(max_features), ys(max_features);
+    std::vector<const float*> leaf_ptrs(static_cast<size_t>(n * kMaxTreeBlock));
     std::vector<RawImage<Pixel>> views;
-    std::vector<dlib::rectangle> rects;
+    std::vector<dlib::point_transform_affine> to_img;
     for (long i = begin; i < end; ++i) {
         views.push_back(image_at<Pixel>(images, i));
-        rects.push_back(to_rect(boxes, i));
+        to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, i)));
+        std::copy(initial_shape_.begin(), initial_shape_.end(), shapes.get() + (i - begin) * stride);
     }
-    for (const Cascade& cas : cascades_) {
-        // 1. Feature pixels of every image at this level (dlib's own routine).
-        for (long b = 0; b < n; ++b)
-            dlib::impl::extract_feature_pixel_values(views[b], rects[b], shapes[b], initial_shape_,
-                                                     cas.anchor_idx, cas.deltas, features[b]);
-        // 2. Trees in dlib's order; each tree updates every image while its leaves are in cache.
-        //    Per image the leaves are added in dlib's order, so sums are bit-identical.
-        //    Blocks of kTreeBlock trees: the block's leaves stay in cache for the whole batch,
-        //    and each image's shape is read and written once per block instead of once per tree.
-        const long S = cas.num_splits, L = cas.num_leaves;
-        for (long t0 = 0; t0 < cas.num_trees; t0 += kTreeBlock) {
-            const long tb = std::min(kTreeBlock, cas.num_trees - t0);
-            for (long b = 0; b < n; ++b) {
-                const float* f = features[b].data();
-                for (long k = 0; k < tb; ++k) {
-                    const long t = t0 + k;
-                    const uint32_t* i1 = cas.split_idx1.data() + t * S;
-                    const uint32_t* i2 = cas.split_idx2.data() + t * S;
-                    const float* th = cas.split_thresh.data() + t * S;
-                    long node = 0;
-                    while (node < S) node = 2 * node + 2 - (f[i1[node]] - f[i2[node]] > th[node]);
-                    leaf_ptr[b * kTreeBlock + k] = cas.leaves.data() + (t * L + node - S) * dim;
-                }
-            }
-            for (long b = 0; b < n; ++b)
-                add_leaves(&shapes[b](0), &leaf_ptr[b * kTreeBlock], tb, dim);
+    std::vector<dlib::vector<float, 2>> to_points(static_cast<size_t>(parts));
+    BatchView batch;
+    batch.features = features.data();
+    batch.feature_stride = fstride;
+    batch.shapes = shapes.get();
+    batch.shape_stride = stride;
+    batch.n = n;
+    batch.leaf_ptrs = leaf_ptrs.data();
+    for (size_t c = 0; c < cascades_.size(); ++c) {
+        const Cascade& cas = cascades_[c];
+        // 1. Feature pixels of every image at this level. At the first level every shape is the
+        //    initial shape, so the shape transform is the same for all (and computed once).
+        const dlib::point_transform_affine first =
+            c == 0 && n > 0 ? shape_tform(shapes.get(), parts, initial_points_, to_points)
+                            : dlib::point_transform_affine();
+        for (long b = 0; b < n; ++b) {
+            const float* shape = shapes.get() + b * stride;
+            feature_pixels(kernels, views[b], to_img[b],
+                           c == 0 ? first : shape_tform(shape, parts, initial_points_, to_points),
+                           shape, cas, xs.data(), ys.data(), features.data() + b, fstride);
         }
+        // 2. The level's trees over the batch, in dlib's order per image (kernels.h).
+        kernels.forest(cas.forest_view(dim, stride), batch, kTreeBlock);
     }
-    const long parts = dim / 2;
-    for (long b = 0; b < n; ++b) {
-        const dlib::point_transform_affine tform_to_img = dlib::impl::unnormalizing_tform(rects[b]);
-        float* o = out + (begin + b) * parts * 2;
-        for (long p = 0; p < parts; ++p) {
-            const dlib::vector<double, 2> q = tform_to_img(dlib::impl::location(shapes[b], p));
-            if (rounded) {
-                const dlib::point r = q;  // dlib rounds with floor(v + 0.5)
-                o[2 * p] = static_cast<float>(r.x());
-                o[2 * p + 1] = static_cast<float>(r.y());
-            } else {
-                o[2 * p] = static_cast<float>(q.x());
-                o[2 * p + 1] = static_cast<float>(q.y());
+    for (long b = 0; b < n; ++b)
+        write_points(to_img[b], shapes.get() + b * stride, parts, rounded,
+                     out + (begin + b) * parts * 2);
+}
+
+template <typename Pixel>
+void ShapeModel::predict_reference_range(const ImageBatch& images, const std::vector<Box>& boxes,
+                                         bool rounded, long begin, long end, float* out) const {
+    const long dim = this->dim(), parts = num_parts();
+    std::vector<float> features;
+    for (long i = begin; i < end; ++i) {
+        // dlib's shape_predictor::operator(), with this model's packed trees.
+        const RawImage<Pixel> img = image_at<Pixel>(images, i);
+        const dlib::rectangle rect = to_rect(boxes, i);
+        dlib::matrix<float, 0, 1> shape = initial_shape_;
+        for (const Cascade& cas : cascades_) {
+            dlib::impl::extract_feature_pixel_values(img, rect, shape, initial_shape_,
+                                                     cas.anchor_idx, cas.deltas, features);
+            for (long t = 0; t < cas.num_trees; ++t) {
+                const long l = walk_tree(cas.splits.data() + t * cas.num_splits, cas.num_splits,
+                                         features.data());
+                shape += dlib::mat(cas.leaves.get() + (t * cas.num_leaves + l) * leaf_stride_, dim);
             }
         }
+        write_points(dlib::impl::unnormalizing_tform(rect), &shape(0), parts, rounded,
+                     out + i * parts * 2);
     }
 }
 
@@ -256,12 +312,26 @@ void ShapeModel::predict_dlib_range(const ImageBatch& images, const std::vector<
 }
 
 void ShapeModel::predict(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
-                         int num_threads, float* out) const {
+                         int num_threads, Isa isa, float* out) const {
+    kernels_for(isa);  // unsupported: throw before any thread starts
     parallel_for(images.n, num_threads, [&](long begin, long end) {
-        if (images.channels == 3)
-            predict_range<dlib::rgb_pixel>(images, boxes, rounded, begin, end, out);
-        else
-            predict_range<unsigned char>(images, boxes, rounded, begin, end, out);
+        if (isa == Isa::kReference) {
+            if (images.channels == 3)
+                predict_reference_range<dlib::rgb_pixel>(images, boxes, rounded, begin, end, out);
+            else
+                predict_reference_range<unsigned char>(images, boxes, rounded, begin, end, out);
+        } else {
+            // Chunks of at most kChunk images: their features and shapes stay in L2.
+            const long chunks = (end - begin + kChunk - 1) / kChunk;
+            for (long c = 0; c < chunks; ++c) {
+                const long b0 = begin + (end - begin) * c / chunks;
+                const long b1 = begin + (end - begin) * (c + 1) / chunks;
+                if (images.channels == 3)
+                    predict_range<dlib::rgb_pixel>(images, boxes, rounded, isa, b0, b1, out);
+                else
+                    predict_range<unsigned char>(images, boxes, rounded, isa, b0, b1, out);
+            }
+        }
     });
 }
 
@@ -273,17 +343,6 @@ void ShapeModel::predict_dlib(const ImageBatch& images, const std::vector<Box>& 
         else
             predict_dlib_range<unsigned char>(images, boxes, begin, end, out);
     });
-}
-
-void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
-                      float margin_px, float step, double* out) {
-    for (long i = 0; i < n; ++i) {
-        const float* p = pred + i * num_parts * 2;
-        double total = 0.0;
-        for (long k = 0; k < 2 * num_parts; ++k)
-            if (std::fabs(p[k] - ref[k]) > margin_px) total += step;
-        out[i] = total;
-    }
 }
 
 void detect_faces(const ImageBatch& images, long* out, uint8_t* found) {

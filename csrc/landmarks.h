@@ -6,11 +6,15 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+#include <cstdlib>
 #include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include <dlib/image_processing/shape_predictor.h>
+
+#include "kernels.h"
 
 namespace facefill {
 
@@ -25,14 +29,40 @@ struct ImageBatch {
     long n = 0, height = 0, width = 0, channels = 3;
 };
 
-// One cascade level, packed for batch-major evaluation.
+// Which code adds the leaves. kAuto: the widest instruction set this CPU (and OS) supports.
+// kReference: image by image with dlib's own feature extraction and dlib matrix additions, the
+// plain algorithm the batch paths are tested against.
+enum class Isa { kAuto, kReference, kSse2, kAvx2, kAvx512 };
+
+// "auto", "reference", "sse2", "avx2", "avx512" -> Isa; std::invalid_argument on other names.
+Isa parse_isa(const std::string& name);
+std::string isa_name(Isa isa);
+// Whether this CPU and OS can run `isa` (kAuto and kReference: always).
+bool isa_supported(Isa isa);
+// The batch paths this machine can run, widest first ("avx512", "avx2", "sse2").
+std::vector<std::string> supported_isas();
+// The kernels for `isa` (kAuto, kReference: the widest supported); std::invalid_argument naming
+// the supported ones when this CPU cannot run it.
+const Kernels& kernels_for(Isa isa);
+
+// 64-byte aligned floats, zero-filled.
+struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+};
+using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
+AlignedFloats aligned_floats(size_t count);
+
+// One cascade level, packed for batch-major evaluation (layout in kernels.h).
 struct Cascade {
-    std::vector<unsigned long> anchor_idx;         // (F,)
-    std::vector<dlib::vector<float, 2>> deltas;    // (F,)
+    std::vector<unsigned long> anchor_idx;       // (F,)
+    std::vector<dlib::vector<float, 2>> deltas;  // (F,)
     long num_trees = 0, num_splits = 0, num_leaves = 0;
-    std::vector<uint32_t> split_idx1, split_idx2;  // (T * S,)
-    std::vector<float> split_thresh;               // (T * S,)
-    std::vector<float> leaves;                     // (T * L * D,), D = 2 * num_parts
+    std::vector<Split> splits;  // (T * S,)
+    AlignedFloats leaves;       // (T * L * leaf_stride,)
+    std::vector<int32_t> anchor2;   // (F,) 2 * anchor_idx
+    std::vector<float> dx, dy;      // (F,) deltas
+    ForestView forest_view(long dim, long leaf_stride) const;
+    FeatureView feature_view() const;
 };
 
 class ShapeModel {
@@ -42,14 +72,18 @@ class ShapeModel {
     explicit ShapeModel(const std::string& path);
 
     long num_parts() const { return static_cast<long>(initial_shape_.size() / 2); }
+    long dim() const { return static_cast<long>(initial_shape_.size()); }
+    long leaf_stride() const { return leaf_stride_; }
     const dlib::matrix<float, 0, 1>& initial_shape() const { return initial_shape_; }
     const std::vector<Cascade>& cascades() const { return cascades_; }
 
     // Batch-major prediction. out: (N, P, 2) floats. If rounded, points are rounded to whole
     // pixels exactly as dlib's full_object_detection does; otherwise the float positions.
     // boxes: one per image, or a single box shared by all. num_threads <= 0: all cores.
+    // isa: which code adds the leaves (all give the same bits); std::invalid_argument when this
+    // CPU cannot run it.
     void predict(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
-                 int num_threads, float* out) const;
+                 int num_threads, Isa isa, float* out) const;
 
     // dlib's own per-image call (dlib::shape_predictor::operator()), rounded points.
     // The reference implementation for tests and the no-batching benchmark line.
@@ -59,13 +93,18 @@ class ShapeModel {
    private:
     template <typename Pixel>
     void predict_range(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
-                       long begin, long end, float* out) const;
+                       Isa isa, long begin, long end, float* out) const;
+    template <typename Pixel>
+    void predict_reference_range(const ImageBatch& images, const std::vector<Box>& boxes,
+                                 bool rounded, long begin, long end, float* out) const;
     template <typename Pixel>
     void predict_dlib_range(const ImageBatch& images, const std::vector<Box>& boxes, long begin,
                             long end, float* out) const;
 
     dlib::shape_predictor sp_;
     dlib::matrix<float, 0, 1> initial_shape_;
+    std::vector<dlib::vector<float, 2>> initial_points_;  // initial_shape_ as points
+    long leaf_stride_ = 0;
     std::vector<Cascade> cascades_;
 };
 

@@ -29,6 +29,16 @@ NUM_POINTS = 68
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
 
 BoxLike = Union[Sequence[int], np.ndarray]
+ISA_NAMES = ("auto", "avx512", "avx2", "sse2", "reference")
+
+
+def available_isas() -> list[str]:
+    """The batch kernels this CPU can run, widest first (e.g. ``["avx2", "sse2"]``).
+
+    ``LandmarkPredictor(isa=...)`` also takes ``"auto"`` (the first of these) and ``"reference"``
+    (image by image with dlib's own feature extraction; slow, for checks). All give the same bits.
+    """
+    return list(_ext.supported_isas())
 
 
 def _check_images(images) -> np.ndarray:
@@ -69,10 +79,13 @@ class LandmarkPredictor:
     Args:
         model_path: dlib ``.dat`` model; ``None`` is Debian's ``libdlib-data`` file.
         num_threads: C++ threads per call; 0 = all cores.
+        isa: which kernels add the leaves: ``"auto"`` (the widest this CPU has), ``"avx512"``,
+            ``"avx2"``, ``"sse2"`` or ``"reference"``; ``None`` reads ``FACEFILL_ISA`` (default
+            ``"auto"``). Every choice gives bit-identical points; see :func:`available_isas`.
 
     Raises:
         FileNotFoundError: the model file does not exist (the message says how to install it).
-        ValueError: the file is unreadable or corrupt.
+        ValueError: the file is unreadable or corrupt; an unknown isa, or one this CPU lacks.
 
     Example:
         >>> p = LandmarkPredictor()
@@ -80,7 +93,7 @@ class LandmarkPredictor:
         (2, 68, 2)
     """
 
-    def __init__(self, model_path: Optional[str] = None, num_threads: int = 0) -> None:
+    def __init__(self, model_path: Optional[str] = None, num_threads: int = 0, isa: Optional[str] = None) -> None:
         path = model_path or DEFAULT_MODEL_PATH
         if not os.path.isfile(path):
             raise FileNotFoundError(
@@ -91,6 +104,11 @@ class LandmarkPredictor:
             raise ValueError(f"dlib shape predictor model at {path} is not readable")
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        isa = os.environ.get("FACEFILL_ISA", "auto") if isa is None else isa
+        if isa not in ISA_NAMES:
+            raise ValueError(f"isa must be one of {', '.join(ISA_NAMES)}, got {isa!r}")
+        if isa not in ("auto", "reference") and isa not in available_isas():
+            raise ValueError(f"isa {isa!r} is not supported by this CPU; available: {', '.join(available_isas())}")
         try:
             self._sp = _ext.ShapePredictor(path)
         except RuntimeError as e:
@@ -98,6 +116,7 @@ class LandmarkPredictor:
         self.model_path = path
         self.num_threads = num_threads
         self._params: Optional[dict] = None
+        self.isa = isa
 
     @property
     def num_parts(self) -> int:
@@ -127,7 +146,7 @@ class LandmarkPredictor:
         n, h, w = images.shape[:3]
         b = _check_boxes(box, boxes, n, h, w)
         threads = self.num_threads if num_threads is None else num_threads
-        return self._sp.predict(images, b, rounded=rounded, num_threads=threads)
+        return self._sp.predict(images, b, rounded=rounded, num_threads=threads, isa=self.isa)
 
     def predict_dlib(self, images: np.ndarray, box: Optional[BoxLike] = None) -> np.ndarray:
         """dlib's own per-image call (no batching); for checks and benchmarks."""
@@ -157,7 +176,9 @@ class LandmarkPredictor:
         ref = _check_reference(reference, self.num_parts)
         n, h, w = images.shape[:3]
         b = _check_boxes(box, None, n, h, w)
-        return self._sp.predict_penalty(images, b, ref, float(margin_px), float(step), rounded, self.num_threads)
+        return self._sp.predict_penalty(
+            images, b, ref, float(margin_px), float(step), rounded, self.num_threads, self.isa
+        )
 
     def export(self) -> dict:
         """The model's parameters as numpy arrays (for the torch cascade). Exported once per

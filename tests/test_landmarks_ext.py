@@ -3,6 +3,7 @@ import pytest
 
 from facefill_core.landmarks import (
     LandmarkPredictor,
+    available_isas,
     detect_faces,
     landmark_penalty,
     nme,
@@ -31,6 +32,85 @@ def test_parity_with_dlib_python_box_and_gray(predictor, real_faces):
     np.testing.assert_array_equal(predictor.predict(real_faces, box=box), dlib_points(real_faces, box))
     gray = np.ascontiguousarray(real_faces[..., 0])
     np.testing.assert_array_equal(predictor.predict(gray, box=box), dlib_points(gray, box))
+
+
+# ---- every instruction-set path -------------------------------------------------------
+# "reference" walks image by image with dlib's own extract_feature_pixel_values and dlib matrix
+# additions; the batch kernels must give the same float bits on every path this CPU has.
+PATHS = ["reference"] + available_isas()
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_every_path_matches_dlib_python(real_faces, isa):
+    p = LandmarkPredictor(num_threads=1, isa=isa)
+    np.testing.assert_array_equal(p.predict(real_faces), dlib_points(real_faces))
+    box = (8, 16, 55, 63)
+    gray = np.ascontiguousarray(real_faces[..., 0])
+    np.testing.assert_array_equal(p.predict(gray, box=box), dlib_points(gray, box))
+
+
+@pytest.mark.parametrize("isa", available_isas())
+def test_batch_paths_bit_identical_to_reference(real_faces, isa):
+    ref = LandmarkPredictor(num_threads=1, isa="reference")
+    p = LandmarkPredictor(num_threads=2, isa=isa)
+    # Batch sizes that leave vector lanes unused (1, 7, 17) and the whole set.
+    for n in (1, 7, 17, len(real_faces)):
+        got = p.predict(real_faces[:n], rounded=False)
+        assert got.tobytes() == ref.predict(real_faces[:n], rounded=False).tobytes(), n
+    # Noise frames with boxes partly outside the image: feature pixels off the frame read 0.
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (23, 80, 100, 3), dtype=np.uint8)
+    left, top = rng.integers(-30, 60, 23), rng.integers(-30, 40, 23)
+    size = rng.integers(20, 90, 23)
+    boxes = np.stack([left, top, left + size, top + size], axis=1)
+    got = p.predict(noise, boxes=boxes, rounded=False)
+    assert got.tobytes() == ref.predict(noise, boxes=boxes, rounded=False).tobytes()
+    gray = np.ascontiguousarray(noise[..., 1])
+    assert (
+        p.predict(gray, boxes=boxes, rounded=False).tobytes() == ref.predict(gray, boxes=boxes, rounded=False).tobytes()
+    )
+
+
+def test_batches_longer_than_one_pass(real_faces):
+    # The C++ code evaluates at most 256 images per batch-major pass; 300 on 1 thread is two.
+    faces = np.resize(real_faces, (300,) + real_faces.shape[1:])
+    rng = np.random.default_rng(2)
+    boxes = np.stack(
+        [rng.integers(0, 10, 300), rng.integers(0, 10, 300), rng.integers(50, 64, 300), rng.integers(50, 64, 300)], 1
+    )
+    got = LandmarkPredictor(num_threads=1).predict(faces, boxes=boxes, rounded=False)
+    ref = LandmarkPredictor(num_threads=2, isa="reference").predict(faces, boxes=boxes, rounded=False)
+    assert got.tobytes() == ref.tobytes()
+
+
+def test_available_isas_follow_the_cpu():
+    isas = available_isas()
+    assert isas[-1] == "sse2" and isas == sorted(isas, key=["avx512", "avx2", "sse2"].index)
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if flags:
+        assert ("avx2" in isas) == ("avx2" in flags)
+        assert ("avx512" in isas) == ("avx512f" in flags)
+
+
+def test_isa_choice(monkeypatch):
+    monkeypatch.setenv("FACEFILL_ISA", "sse2")
+    assert LandmarkPredictor().isa == "sse2"
+    assert LandmarkPredictor(isa="reference").isa == "reference"
+    monkeypatch.delenv("FACEFILL_ISA")
+    assert LandmarkPredictor().isa == "auto"
+    with pytest.raises(ValueError, match="isa must be one of .*got 'neon'"):
+        LandmarkPredictor(isa="neon")
+    missing = [i for i in ("avx512", "avx2") if i not in available_isas()]
+    if missing:
+        with pytest.raises(ValueError, match=f"'{missing[0]}' is not supported by this CPU"):
+            LandmarkPredictor(isa=missing[0])
+        with pytest.raises(ValueError, match="not supported by this CPU"):  # the C++ check too
+            LandmarkPredictor()._sp.predict(np.zeros((1, 8, 8, 3), np.uint8), np.array([0, 0, 7, 7]), isa=missing[0])
 
 
 def test_per_image_dlib_path_matches_batch(predictor, real_faces):

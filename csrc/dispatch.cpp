@@ -1,0 +1,134 @@
+// Run-time support for the batch: instruction-set names and CPU checks, aligned buffers, the
+// thread pool, and the landmark penalty.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <thread>
+
+#include "landmarks.h"
+
+namespace facefill {
+
+namespace {
+
+int resolve_threads(int num_threads) {
+    if (num_threads > 0) return num_threads;
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+}  // namespace
+
+
+Isa parse_isa(const std::string& name) {
+    if (name == "auto") return Isa::kAuto;
+    if (name == "reference") return Isa::kReference;
+    if (name == "sse2") return Isa::kSse2;
+    if (name == "avx2") return Isa::kAvx2;
+    if (name == "avx512") return Isa::kAvx512;
+    throw std::invalid_argument("isa must be auto, reference, sse2, avx2 or avx512, got '" +
+                                name + "'");
+}
+
+std::string isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::kAuto: return "auto";
+        case Isa::kReference: return "reference";
+        case Isa::kSse2: return "sse2";
+        case Isa::kAvx2: return "avx2";
+        case Isa::kAvx512: return "avx512";
+    }
+    return "?";
+}
+
+bool isa_supported(Isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    // libgcc's checks include the OS's XSAVE support for the wider registers.
+    __builtin_cpu_init();
+    switch (isa) {
+        case Isa::kAvx512: return __builtin_cpu_supports("avx512f");
+        case Isa::kAvx2: return __builtin_cpu_supports("avx2");
+        default: return true;
+    }
+#else
+    return isa != Isa::kAvx2 && isa != Isa::kAvx512;
+#endif
+}
+
+std::vector<std::string> supported_isas() {
+    std::vector<std::string> out;
+    for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kSse2})
+        if (isa_supported(isa)) out.push_back(isa_name(isa));
+    return out;
+}
+
+const Kernels& kernels_for(Isa isa) {
+    if (isa == Isa::kAuto || isa == Isa::kReference)
+        isa = isa_supported(Isa::kAvx512) ? Isa::kAvx512
+              : isa_supported(Isa::kAvx2) ? Isa::kAvx2
+                                          : Isa::kSse2;
+    if (!isa_supported(isa)) {
+        std::string names;
+        for (const auto& n : supported_isas()) names += (names.empty() ? "" : ", ") + n;
+        throw std::invalid_argument("isa '" + isa_name(isa) +
+                                    "' is not supported by this CPU; supported: " + names);
+    }
+    switch (isa) {
+        case Isa::kAvx512: return kKernelsAvx512;
+        case Isa::kAvx2: return kKernelsAvx2;
+        default: return kKernelsSse2;
+    }
+}
+
+AlignedFloats aligned_floats(size_t count) {
+    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, bytes == 0 ? 64 : bytes);
+    return AlignedFloats(static_cast<float*>(p));
+}
+
+void parallel_for(long n, int num_threads, const std::function<void(long, long)>& fn) {
+    if (n <= 0) return;
+    const long workers = std::min<long>(resolve_threads(num_threads), n);
+    if (workers == 1) {
+        fn(0, n);
+        return;
+    }
+    std::exception_ptr first_error;
+    std::mutex error_mutex;
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(workers));
+    const long chunk = (n + workers - 1) / workers;
+    for (long w = 0; w < workers; ++w) {
+        const long begin = w * chunk, end = std::min(n, begin + chunk);
+        if (begin >= end) break;
+        threads.emplace_back([&, begin, end] {
+            try {
+                fn(begin, end);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!first_error) first_error = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    if (first_error) std::rethrow_exception(first_error);
+}
+
+void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
+                      float margin_px, float step, double* out) {
+    for (long i = 0; i < n; ++i) {
+        const float* p = pred + i * num_parts * 2;
+        double total = 0.0;
+        for (long k = 0; k < 2 * num_parts; ++k)
+            if (std::fabs(p[k] - ref[k]) > margin_px) total += step;
+        out[i] = total;
+    }
+}
+
+}  // namespace facefill
