@@ -22,26 +22,22 @@ the final choice cancel.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
 from typing import Optional
 
-import numpy as np
 import torch
 
 from bench.gpu_report import agreement, choices, projection, write_report
+from bench.gpu_sections import LANDMARK_MEAN_TOL, MASKS, Shared, _methods, landmark_parity, mixed_precision, records
+from bench.gpu_timing import end_to_end, latent_steps, training
 
-MASKS = ("centre", "left", "right", "random")
-LANDMARK_MEAN_TOL = 0.05  # px, torch cascade vs C++ (tests/test_landmarks_torch.py)
+__all__ = ["LANDMARK_MEAN_TOL", "MASKS", "SIZES", "battery", "device_name", "main", "slug", "_methods"]
 
 # fmt: off
 SIZES = {
@@ -58,16 +54,6 @@ SIZES = {
 # fmt: on
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _amp(device: torch.device, on: bool):
-    """bf16 autocast (no loss scaling needed: bf16 has fp32's range); a no-op when off."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else nullcontext()
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -81,299 +67,6 @@ def device_name(device: torch.device) -> str:
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
-
-
-class Shared:
-    """What every section reuses: the test images, masks, face box and one C++ predictor."""
-
-    def __init__(self, n_images: int, n_step_images: int) -> None:
-        from facefill_core.config import MaskConfig
-        from facefill_core.data import FaceDataset
-        from facefill_core.landmarks import LandmarkPredictor
-        from facefill_core.masks import make_masks
-
-        ds = FaceDataset("embedded")
-        self.box = ds.box
-        self.images, self.ids = ds.load("test", max(n_images, n_step_images))
-        self.n_images = n_images
-        self.holes = {m: make_masks(MaskConfig(m), len(self.images)) for m in MASKS}
-        self.predictor = LandmarkPredictor()
-        self._train: dict = {}
-
-    def train_images(self, n: int):
-        """The first ``n`` training images, uint8 ``(n, 64, 64, 3)`` (for ``nn``)."""
-        from facefill_core.data import FaceDataset
-
-        if n not in self._train:
-            self._train[n] = FaceDataset("embedded").load_uint8("train", n)[0]
-        return self._train[n]
-
-
-def _methods():
-    from facefill_core.methods import METHODS
-
-    return METHODS
-
-
-def _inpaint_cfg(method: str, candidates: int, iters: int, **over):
-    from facefill_core.config import BenchConfig
-
-    cfg = BenchConfig(candidates=candidates, iters=iters).inpaint_config(method)
-    return dataclasses.replace(cfg, **over)
-
-
-def _winners(r, k: int) -> list[int]:
-    """The chosen candidate of each image: the one whose final z is the returned z."""
-    last = r.trajectory[-1]
-    return [int((last[b * k : (b + 1) * k] - r.z[b]).abs().sum(1).argmin()) for b in range(len(r.z))]
-
-
-# -- 1. records -----------------------------------------------------------------------------
-def method_records(sh: Shared, method: str, device, size: dict, masks=MASKS, amp: bool = False) -> list[dict]:
-    """Records of one method on the battery's images and masks on ``device``."""
-    from facefill_core.inpainters import build
-    from facefill_core.metrics import face_metrics
-
-    info = _methods()[method]
-    x, idx = sh.images[: sh.n_images], list(range(sh.n_images))
-    latent = info.family == "latent"
-    cfg = _inpaint_cfg(method, size["candidates"], size["iters"])
-    kw = {}
-    if getattr(info, "train_split", False) and size["nn_train"] is not None:  # small: a part of the split
-        kw["train_images"] = sh.train_images(size["nn_train"])
-    inp = build(method, cfg, None, device, sh.box, predictor=sh.predictor if latent else None, **kw)
-    out_recs = []
-    for mask in masks:
-        h = sh.holes[mask][: sh.n_images]
-        winners = [None] * len(x)
-        with _amp(torch.device(device), amp):
-            if latent:
-                r = inp.search.inpaint(x, h, idx, record_trajectory=True)
-                out, winners = r.completed, _winners(r, size["candidates"])
-            else:
-                out = inp.inpaint(x, h, idx)
-        m = face_metrics(out.detach().float().cpu(), x, sh.predictor, sh.box)
-        for j in range(len(x)):
-            nme = float(m["nme"][j])
-            out_recs.append(
-                {"method": method, "family": info.family, "mask": mask, "image_index": j, "psnr": float(m["psnr"][j]),
-                 "ssim": float(m["ssim"][j]), "nme": nme if np.isfinite(nme) else None, "winner": winners[j]}
-            )  # fmt: skip
-    return out_recs
-
-
-def records(sh: Shared, device, size: dict) -> list[dict]:
-    return [r for m in _methods() for r in method_records(sh, m, device, size)]
-
-
-# -- 2. landmarks ---------------------------------------------------------------------------
-def landmark_parity(sh: Shared, device, batches) -> list[dict]:
-    """C++ (all cores) vs the torch cascade on ``device`` on faces drawn from the DCGAN prior."""
-    from facefill_core.imaging import to_uint8_nhwc
-    from facefill_core.landmarks_torch import TorchShapePredictor
-    from facefill_core.pretrained import load_dcgan
-
-    g, _, _ = load_dcgan(None, device)
-    tsp = TorchShapePredictor(sh.predictor.export()).to(device)
-    rows, warm = [], False
-    for n in batches:
-        with torch.no_grad():
-            z = torch.rand(n, g.z_dim, generator=torch.Generator().manual_seed(n)) * 2 - 1
-            u8 = to_uint8_nhwc(torch.cat([g(c.to(device)).cpu() for c in z.split(512)]))
-        t = time.perf_counter()
-        pc = sh.predictor.predict(u8, box=sh.box, rounded=False, num_threads=0)
-        cpp_s = time.perf_counter() - t
-        xt = torch.from_numpy(u8).to(device)
-        with torch.no_grad():
-            if not warm:  # kernels, allocator
-                tsp(xt[:8], box=sh.box)
-                warm = True
-            _sync(device)
-            t = time.perf_counter()
-            pt = tsp(xt, box=sh.box)
-            _sync(device)
-            torch_s = time.perf_counter() - t
-        d = np.abs(pt.cpu().numpy() - pc)
-        rows.append(
-            {"device": str(device), "batch": n, "mean_abs_px": float(d.mean()), "median_abs_px": float(np.median(d)),
-             "max_abs_px": float(d.max()), "cpp_img_per_s": n / cpp_s, "torch_img_per_s": n / torch_s,
-             "ok": bool(d.mean() <= LANDMARK_MEAN_TOL)}
-        )  # fmt: skip
-    return rows
-
-
-# -- 3. latent-search step ------------------------------------------------------------------
-class _TimedPool:
-    """Wraps the search's landmark thread pool: each future's ``result()`` adds the optimizer's
-    wait to the clock."""
-
-    def __init__(self, pool, clock: dict) -> None:
-        self._pool, self._clock = pool, clock
-
-    def submit(self, fn, *a, **kw):
-        fut = self._pool.submit(fn, *a, **kw)
-        wait = fut.result
-
-        def result(timeout=None):
-            t = time.perf_counter()
-            try:
-                return wait(timeout)
-            finally:
-                self._clock["s"] += time.perf_counter() - t
-
-        fut.result = result
-        return fut
-
-
-def instrument(search, device) -> dict:
-    """Count the time the optimizer's thread spends on (or waiting for) landmarks: Ld on the
-    torch path, the wait for the overlapped C++ Ld, the consensus reference and the steering
-    gradient. Returns the clock (``{"s": seconds}``)."""
-    clock = {"s": 0.0}
-    sync = lambda: _sync(device)  # noqa: E731
-
-    def timed(fn):
-        def wrapper(*a, **kw):
-            sync()
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                sync()
-                clock["s"] += time.perf_counter() - t
-
-        return wrapper
-
-    for name in ("_ld", "_consensus"):
-        setattr(search, name, timed(getattr(search, name)))
-    if search.steer_gradient is not None:
-        search.steer_gradient = timed(search.steer_gradient)
-    if search._pool is not None:
-        search._pool = _TimedPool(search._pool, clock)
-    return clock
-
-
-VARIANTS = (("cpp", 1, False), ("cpp", 0, False), ("torch", 1, False))  # backend, C++ threads, autocast
-
-
-def _variants(method: str, device, amp: bool) -> list[tuple]:
-    """Rows of one method: each landmark backend (C++ overlapped on 1 thread or all cores, the
-    torch cascade; the CPU half: 1 thread and torch), then autocast with the default backend."""
-    if not _methods()[method].search.uses_landmarks:
-        out = [("none", 1, False)]
-    else:
-        out = [v for v in VARIANTS if not v[2] and (device.type == "cuda" or v[1] == 1)]
-    return out + ([("none" if out[0][0] == "none" else "auto", 1, True)] if amp else [])
-
-
-def step_row(sh: Shared, method: str, device, b: int, k: int, n: int, variant: tuple) -> dict:
-    from facefill_core.inpainters import build
-
-    backend, threads, amp = variant
-    cfg = _inpaint_cfg(method, k, n, landmark_backend="auto" if backend == "none" else backend, overlap_threads=threads)
-    inp = build(method, cfg, None, device, sh.box, predictor=sh.predictor)
-    s = inp.search
-    clock = instrument(s, device)
-    x, h = sh.images[:b], sh.holes["centre"][:b]
-
-    def run(iters: int) -> tuple[float, float]:
-        s.cfg = dataclasses.replace(cfg, iters=iters)
-        clock["s"] = 0.0
-        _sync(device)
-        t = time.perf_counter()
-        with _amp(device, amp):
-            s.inpaint(x, h, list(range(b)))
-        _sync(device)
-        return time.perf_counter() - t, clock["s"]
-
-    if device.type == "cuda":
-        run(1)  # warm-up: kernels, cuDNN, allocator
-        torch.cuda.reset_peak_memory_stats(device)
-    t0, l0 = run(0)
-    tn, ln = run(n)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    step = max(tn - t0, 1e-9)
-    return {
-        "method": method, "B": b, "K": k, "backend": s.backend if s.uses_landmarks else "none",
-        "overlap_threads": threads if s.backend == "cpp" and s.uses_landmarks else None,
-        "precision": "bf16 autocast" if amp else "fp32",
-        "steps": n, "ms_per_step": 1000 * step / n, "peak_mem_mib": peak,
-        "landmark_wait_share": min(1.0, max(0.0, (ln - l0) / step)),
-    }  # fmt: skip
-
-
-def latent_steps(sh: Shared, device, size: dict) -> list[dict]:
-    rows = []
-    amp = size["amp_methods"]
-    for i, (b, k) in enumerate(size["steps"]):
-        for m, info in _methods().items():
-            if info.family == "latent":  # autocast rows: all (CUDA); the CPU half: one method, one size
-                for v in _variants(m, device, amp is None or (m in amp and i == 0)):
-                    try:
-                        rows.append(step_row(sh, m, device, b, k, size["step_iters"], v))
-                    except torch.cuda.OutOfMemoryError as e:  # a finding at this size, not a failure
-                        rows.append({"method": m, "B": b, "K": k, "backend": v[0], "error": f"out of memory: {e}"})
-                        torch.cuda.empty_cache()
-    return rows
-
-
-def mixed_precision(sh: Shared, device, size: dict, fp32: list[dict]) -> list[dict]:
-    """Latent methods under autocast against their fp32 records on the same device (centre)."""
-    ref = [r for r in fp32 if r["mask"] == "centre"]
-    names = size["amp_methods"] or [m for m, i in _methods().items() if i.family == "latent"]
-    amp = [r for m in names for r in method_records(sh, m, device, size, masks=("centre",), amp=True)]
-    return agreement(ref, amp, f"{device.type} fp32 vs autocast", strict=True)
-
-
-# -- 4. training ----------------------------------------------------------------------------
-def training(device, size: dict) -> list[dict]:
-    """Iterations per second of each model's training step (``train()``'s loop body)."""
-    from facefill_core.config import TrainConfig
-    from facefill_core.data import FaceDataset
-    from facefill_core.imaging import uint8_to_signed
-    from facefill_core.models.common import dataset_mean_colour
-    from facefill_core.training import TASKS, iteration_generator, make_task
-
-    u8, _ = FaceDataset("embedded").load_uint8("train", size["n_train"])
-    data = torch.from_numpy(u8)
-    rows = []
-    for model in TASKS:
-        cfg = TrainConfig(model=model, batch_size=size["train_batch"], device=str(device))
-        task = make_task(cfg, device)
-        if hasattr(task, "set_data"):
-            task.set_data(data, dataset_mean_colour(u8))
-        warm = 1 if device.type == "cpu" else 3
-        for it in range(warm + size["train_iters"]):
-            if it == warm:  # after the warm-up: kernels, cuDNN, allocator
-                _sync(device)
-                t = time.perf_counter()
-            gen = iteration_generator(cfg.seed, it)
-            idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
-            task.step(uint8_to_signed(data[idx].numpy()).to(device), gen)
-        _sync(device)
-        rows.append({"model": model, "batch": cfg.batch_size, "iters": size["train_iters"],
-                     "its_per_s": size["train_iters"] / (time.perf_counter() - t)})  # fmt: skip
-    return rows
-
-
-# -- 5. end to end -----------------------------------------------------------
-def end_to_end(size: dict, workdir: str) -> dict:
-    out = os.path.join(workdir, "e2e")
-    cmd = [sys.executable, "-m", "bench.run", *size["e2e"], "--out", out, "--no-progress"]
-    t = time.perf_counter()
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # an in-process run: this many threads
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
-    wall = time.perf_counter() - t
-    if r.returncode != 0:
-        raise RuntimeError(f"bench.run exit {r.returncode}: {r.stderr.strip()[-500:]}")
-    with open(os.path.join(out, "records.jsonl")) as f:
-        recs = [json.loads(line) for line in f if line.strip()]
-    per = {}
-    for m in dict.fromkeys(r["method"] for r in recs):
-        per[m] = float(np.mean([r["seconds"] for r in recs if r["method"] == m]))
-    return {"command": " ".join(["python -m bench.run", *size["e2e"]]), "wall_s": wall, "records": len(recs),
-            "seconds_per_image": per}  # fmt: skip
 
 
 # -- the battery and its report -------------------------------------------------------------
