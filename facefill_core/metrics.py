@@ -202,13 +202,17 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return float(v.mean()), float(half), n
 
 
-def face_metrics(pred, target, predictor, box: Optional[Sequence[int]]) -> dict:
+def face_metrics(pred, target, predictor, box: Optional[Sequence[int]], target_points=None) -> dict:
     """PSNR, SSIM, landmark NME and the feature-scale error (:data:`SCALE_KEYS`) per image for
-    ``(N, 3, H, W)`` images in [-1, 1]; NME and scale share one landmark prediction each."""
-    from facefill_core.data import to_unit_range
-    from facefill_core.landmarks import to_uint8_nhwc
+    ``(N, 3, H, W)`` images in [-1, 1]; NME and scale share one landmark prediction each.
+
+    ``target_points``: the targets' unrounded landmarks ``(N, 68, 2)`` when already computed
+    (the harness computes them once per image per run); None: predicted here."""
+    from facefill_core.imaging import to_uint8_nhwc, to_unit_range
 
     p01, t01 = to_unit_range(pred).clamp(0, 1), to_unit_range(target).clamp(0, 1)
     pp = predictor.predict(to_uint8_nhwc(pred), box=box, rounded=False)
-    tp = predictor.predict(to_uint8_nhwc(target), box=box, rounded=False)
+    tp = (
+        target_points if target_points is not None else predictor.predict(to_uint8_nhwc(target), box=box, rounded=False)
+    )
     return {"psnr": psnr(p01, t01), "ssim": ssim(p01, t01), "nme": landmark_nme(pp, tp), **feature_scale_error(pp, tp)}
