@@ -44,7 +44,13 @@ def execute(cfg: BenchConfig, units: list, inputs: WorkerInputs, progress: bool 
     """Run ``units`` with the driver's resolved ``inputs``, writing each as it finishes."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(units), desc="units", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=sum(len(u.members()) for u in units),
+        desc="units",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     results = _results(cfg, units, inputs, verbose)
     try:
         for result in results:
@@ -62,7 +68,7 @@ def _results(cfg: BenchConfig, units: list, inputs: WorkerInputs, verbose: bool)
 
         runner = UnitRunner(cfg, cfg.out, inputs, "cpu", torch.get_num_threads())
         for u in units:
-            yield runner.run(u)
+            yield from runner.results(u)
         return
     import ray
     from ray.util import ActorPool
@@ -84,6 +90,7 @@ def _results(cfg: BenchConfig, units: list, inputs: WorkerInputs, verbose: bool)
             )
             for _ in range(min(n_actors, len(units)))
         ]
-        yield from ActorPool(actors).map_unordered(lambda a, u: a.run.remote(u), units)
+        for results in ActorPool(actors).map_unordered(lambda a, u: a.results.remote(u), units):
+            yield from results
     finally:
         ray.shutdown()

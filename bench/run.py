@@ -56,8 +56,9 @@ def run(cfg: BenchConfig, resume: bool = False, progress: bool = True, verbose: 
         setup_logging(cfg.out, verbose)
         units = plan_units(cfg)
         done = finished_units(cfg, units) if resume else set()
-        todo = [u for u in units if u.uid not in done]
-        log.info("run %s: %d units, %d already done", cfg.out, len(units), len(units) - len(todo))
+        todo = [r for r in (u.remaining(done) for u in units) if r is not None]  # one search per unit
+        n_all = sum(len(u.members()) for u in units)
+        log.info("run %s: %d units, %d already done", cfg.out, n_all, len(done))
         if todo:
             execute(cfg, todo, inputs, progress, verbose)
         merge_records(cfg.out)
@@ -78,7 +79,7 @@ def finished_units(cfg: BenchConfig, units: list) -> set:
     (said on stderr and in run.log) and runs again."""
     present = done_units(cfg.out)
     done = set()
-    for u in units:
+    for u in (m for unit in units for m in unit.members()):
         if u.uid not in present:
             continue
         if valid_unit(cfg.out, u.uid, u.stop - u.start):
@@ -97,8 +98,9 @@ def _close_log() -> None:
         log.removeHandler(h)
 
 
-def print_summary(run_dir: str, file=sys.stdout) -> None:
+def print_summary(run_dir: str, file=None) -> None:
     """The PSNR table (methods x masks, mean ± 95% CI) and where the full tables are."""
+    file = file or sys.stdout  # resolved per call: a default bound at import outlives a replaced stdout
     path = os.path.join(run_dir, "tables", "psnr.csv")
     if os.path.isfile(path):
         with open(path) as f:

@@ -5,6 +5,10 @@ Every combination of swept values is a *variant* of a method, labelled ``method[
 tables, so each value is its own row and ``--resume`` reuses every finished unit of a sweep. A
 value that does not affect a method is not part of its label: ``telea`` runs once in a margin
 sweep, ``si`` once in a steering-weight sweep.
+
+A *choice-only* parameter (the landmark margin) enters only the final choice among a search's
+candidates, never the search: the variants of a method that differ only in it share one search
+(:func:`share_groups`), and each still gets its own labelled records.
 """
 
 from __future__ import annotations
@@ -41,12 +45,21 @@ class SweepParam:
     minimum: Value
     affects: Callable
     help: str
+    choice_only: bool = False  # enters only the final choice among candidates (shared searches)
 
 
 PARAMS: dict[str, SweepParam] = {
     p.name: p
     for p in (
-        SweepParam("margin", "landmark_margin_px", float, 0.0, _counts_landmarks, "landmark margin in px (Ld)"),
+        SweepParam(
+            "margin",
+            "landmark_margin_px",
+            float,
+            0.0,
+            _counts_landmarks,
+            "landmark margin in px (Ld)",
+            choice_only=True,
+        ),
         SweepParam("lambda", "prior_weight", float, 0.0, _latent, "prior loss weight"),
         SweepParam("candidates", "candidates", int, 1, _latent, "latents per image"),
         SweepParam("iters", "iters", int, 0, _latent, "latent-search Adam steps"),
@@ -136,6 +149,16 @@ def expand(methods: Sequence[str], sweeps: Sequence[Sweep]) -> list[Variant]:
         for combo in itertools.product(*(vals for _, vals in mine)):
             out.append(Variant(m, tuple((n, v) for (n, _), v in zip(mine, combo))))
     return out
+
+
+def share_groups(variants: Sequence[Variant]) -> list[list[Variant]]:
+    """Group ``variants`` (order kept) so that each group's members differ only in choice-only
+    parameters: one search serves the group (its first member's), each member has its own choice."""
+    groups: dict = {}
+    for v in variants:
+        key = (v.method, tuple((n, x) for n, x in v.params if not PARAMS[n].choice_only))
+        groups.setdefault(key, []).append(v)
+    return list(groups.values())
 
 
 _LABEL = re.compile(r"^(?P<method>[^\[\]=,]+)(?:\[(?P<params>[^\[\]]+)\])?$")

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from bench.rundir import masks_path, run_masks
-from bench.sweep import expand, parse_label
+from bench.sweep import expand, parse_label, share_groups
 from facefill_core.data import TestSet
 from facefill_core.methods import LATENT_METHODS, method_info
 from facefill_core.metrics import SCALE_KEYS
@@ -27,14 +27,29 @@ from facefill_core.metrics import SCALE_KEYS
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
+    """``method`` (a label) on ``mask`` for images ``start:stop``. ``shares``: labels of sweep
+    variants that differ from ``method`` only in a choice-only parameter (the margin): this
+    unit's search serves them too, and each has its own records (:meth:`members`)."""
+
     method: str
     mask: str
     start: int
     stop: int
+    shares: tuple = ()
 
     @property
     def uid(self) -> str:
         return f"{self.method}__{self.mask}__{self.start:05d}-{self.stop:05d}"
+
+    def members(self) -> list["Unit"]:
+        """This unit and one per shared label: the units whose records it writes."""
+        return [Unit(label, self.mask, self.start, self.stop) for label in (self.method, *self.shares)]
+
+    def remaining(self, done: set) -> Optional["Unit"]:
+        """The unit that writes the members whose uid is not in ``done`` (None: all are), led by
+        the first of them (any member's search serves the others)."""
+        left = [m.method for m in self.members() if m.uid not in done]
+        return Unit(left[0], self.mask, self.start, self.stop, tuple(left[1:])) if left else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +101,12 @@ def plan_units(cfg) -> list[Unit]:
     methods in shards of ``cfg.shard_size`` images, the rest in one unit per mask. Ordered
     slow-first so the tail of a run is short."""
     units = []
-    for v in expand(cfg.methods, cfg.sweep):
+    for group in share_groups(expand(cfg.methods, cfg.sweep)):
+        v, shares = group[0], tuple(x.label for x in group[1:])
         size = cfg.shard_size if v.method in LATENT_METHODS else cfg.n_images
         for mask in cfg.masks:
             for s in range(0, cfg.n_images, size):
-                units.append(Unit(v.label, mask, s, min(cfg.n_images, s + size)))
+                units.append(Unit(v.label, mask, s, min(cfg.n_images, s + size), shares))
     units.sort(key=lambda u: (not _latent(u.method), u.method, u.mask, u.start))
     return units
 
@@ -142,17 +158,18 @@ class UnitRunner:
         return self._methods[label]
 
     def _metrics(self, out, unit: Unit) -> dict:
-        from facefill_core.imaging import to_uint8_nhwc, to_unit_range
-        from facefill_core.metrics import feature_scale_error, landmark_nme, psnr, ssim
+        from facefill_core.metrics import face_metrics
 
-        x = self.images[unit.start : unit.stop]
-        p01, t01 = to_unit_range(out).clamp(0, 1), to_unit_range(x).clamp(0, 1)
-        points = self.predictor.predict(to_uint8_nhwc(out), box=self.box, rounded=False)
-        target = self.target_points[unit.start : unit.stop]
-        nme = landmark_nme(points, target)
-        return {"psnr": psnr(p01, t01), "ssim": ssim(p01, t01), "nme": nme, **feature_scale_error(points, target)}
+        x, target = self.images[unit.start : unit.stop], self.target_points[unit.start : unit.stop]
+        return face_metrics(out, x, self.predictor, self.box, target_points=target)
 
     def run(self, unit: Unit) -> dict:
+        """The result of a unit without shared labels (see :meth:`results`)."""
+        return self.results(unit)[0]
+
+    def results(self, unit: Unit) -> list[dict]:
+        """Run ``unit``'s search once; one result (uid, records, outputs[, trajectory]) per
+        member (:meth:`Unit.members`)."""
         import torch
 
         from facefill_core.imaging import to_uint8_nhwc
@@ -169,11 +186,33 @@ class UnitRunner:
         snapshots = unit.start == 0 and _latent(unit.method)  # the first shard's search, for figures
         if _latent(unit.method):
             inp.record_trajectory = snapshots
+        indices = list(range(unit.start, unit.stop))
         t0 = time.perf_counter()
-        out = inp.inpaint(x, holes, image_indices=list(range(unit.start, unit.stop)))
+        if unit.shares:
+            margins = [parse_label(label).overrides()["landmark_margin_px"] for label in unit.shares]
+            outs, extras = inp.inpaint_choices(x, holes, indices, margins), inp._extras
+        else:
+            outs, extras = [inp.inpaint(x, holes, image_indices=indices)], [inp.extra()]
         seconds = (time.perf_counter() - t0) / len(x)
+        results = []
+        for k, (member, out, extra) in enumerate(zip(unit.members(), outs, extras)):
+            result = {
+                "uid": member.uid,
+                "records": self._records(member, out, extra, inp, seconds),
+                "outputs": to_uint8_nhwc(out),
+            }
+            if unit.shares:
+                for r in result["records"]:
+                    r["shared_search"] = unit.uid  # the unit whose search this choice was made from
+            if snapshots and inp.last_results[k].trajectory is not None:
+                result["trajectory"] = self._snapshots(inp, inp.last_results[k], x, holes, unit.start)
+            results.append(result)
+        if snapshots:
+            inp.record_trajectory, inp.last_result, inp.last_results = False, None, None  # free the trajectory
+        return results
+
+    def _records(self, unit: Unit, out, extra: dict, inp, seconds: float) -> list[dict]:
         m = self._metrics(out, unit)
-        extra = inp.extra()
         variant = parse_label(unit.method)
         records = []
         for j, i in enumerate(range(unit.start, unit.stop)):
@@ -198,21 +237,16 @@ class UnitRunner:
             if "dropped" in extra:
                 rec["dropped_candidates"] = int(extra["dropped"][j])
             records.append(rec)
-        result = {"uid": unit.uid, "records": records, "outputs": to_uint8_nhwc(out)}
-        if snapshots and inp.last_result.trajectory is not None:
-            result["trajectory"] = self._snapshots(inp, x, holes, unit)
-        return result
+        return records
 
-    def _snapshots(self, inp, x, holes, unit: Unit) -> dict:
+    def _snapshots(self, inp, r, x, holes, start: int) -> dict:
         """The completion at :data:`bench.figures.SNAPSHOT_FRACTIONS` of the iterations, decoded
-        from the recorded trajectory of the chosen candidates (uint8, for the figures)."""
+        from the recorded trajectory (``r``: an ``InpaintResult``) of the chosen candidates (uint8)."""
         from bench.figures import snapshot_steps, trajectory_snapshots
 
-        r = inp.last_result
-        inp.record_trajectory, inp.last_result = False, None  # free the trajectory
         steps = snapshot_steps(r.trajectory.shape[0] - 1)
         images = trajectory_snapshots(inp.search.G, r.trajectory, r.z, x, holes, steps)
-        return {"steps": np.array(steps), "images": images, "image_index": np.arange(unit.start, unit.stop)}
+        return {"steps": np.array(steps), "images": images, "image_index": np.arange(start, start + len(x))}
 
 
 def make_ray_worker():
@@ -226,12 +260,13 @@ def make_ray_worker():
                 device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
             self.runner = UnitRunner(cfg, run_dir, inputs, device, num_threads)
 
-        def run(self, unit: Unit) -> dict:
-            result = self.runner.run(unit)
+        def results(self, unit: Unit) -> list[dict]:
+            results = self.runner.results(unit)
             node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the unit
-            for r in result["records"]:
-                r["node_id"] = node_id
-            return result
+            for result in results:
+                for r in result["records"]:
+                    r["node_id"] = node_id
+            return results
 
         def pid(self) -> int:
             return os.getpid()

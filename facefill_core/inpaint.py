@@ -155,11 +155,12 @@ class LatentSearchInpainter:
     def _ld(self, masked, refs: np.ndarray, k: int) -> np.ndarray:
         return self._penalties(self._points(masked, rounded=True), refs, k)
 
-    def _penalties(self, pts: np.ndarray, refs: np.ndarray, k: int) -> np.ndarray:
+    def _penalties(self, pts: np.ndarray, refs: np.ndarray, k: int, margin: Optional[float] = None) -> np.ndarray:
+        margin = self.cfg.landmark_margin_px if margin is None else margin
         out = np.empty(len(pts))
         for b in range(len(refs)):
             out[b * k : (b + 1) * k] = landmark_penalty(
-                refs[b], pts[b * k : (b + 1) * k], self.cfg.landmark_margin_px, self.cfg.landmark_step
+                refs[b], pts[b * k : (b + 1) * k], margin, self.cfg.landmark_step
             )
         return out
 
@@ -228,6 +229,22 @@ class LatentSearchInpainter:
         Raises:
             ValueError: shape/range mismatch, or a hole covering a whole image.
         """
+        return self.inpaint_choices(images, holes, image_indices, (), record_trajectory, record_ld)[0]
+
+    def inpaint_choices(
+        self,
+        images: Tensor,
+        holes: Tensor,
+        image_indices: Optional[Sequence[int]] = None,
+        other_margins: Sequence[float] = (),
+        record_trajectory: bool = False,
+        record_ld: bool = False,
+    ) -> list[InpaintResult]:
+        """One search, several final choices: the result with ``cfg.landmark_margin_px``, then
+        one per margin of ``other_margins``. The margin enters only Ld, and Ld never moves z
+        (module docstring), so each result equals a separate search run with that margin (a
+        test checks it); a margin sweep pays for one search. ``ld_trace`` (per-step Ld) is the
+        first result's only."""
         t_start = time.perf_counter()
         check_inputs(images, holes)
         cfg = self.cfg
@@ -242,6 +259,20 @@ class LatentSearchInpainter:
             warnings.warn(f"{int(known_all.sum())} image(s) have no hole; returned unchanged", stacklevel=2)
         search = (~known_all).nonzero().flatten().tolist()
 
+        margins = (cfg.landmark_margin_px, *(float(x) for x in other_margins))
+        if any(not np.isfinite(x) or x < 0 for x in margins):
+            raise ValueError(f"landmark margins must be finite and >= 0, got {margins}")
+        chosen = [None] * len(margins)
+        if search:
+            chosen = self._search(
+                images[search], holes[search], [indices[i] for i in search], record_trajectory, record_ld, margins
+            )
+        seconds = time.perf_counter() - t_start
+        return [self._result(images, holes, search, r, seconds) for r in chosen]
+
+    def _result(self, images: Tensor, holes: Tensor, search: list, r: Optional[dict], seconds: float) -> InpaintResult:
+        """The whole batch's result from the searched images' choice ``r`` (None: none searched)."""
+        b_all = images.shape[0]
         out = images.clone()
         gen_out = images.clone()
         nan = torch.full((b_all,), float("nan"))
@@ -250,8 +281,7 @@ class LatentSearchInpainter:
         dropped = [0] * b_all
         refs_all = np.full((b_all, 68, 2), np.nan, np.float32)
         traj = ld_trace = None
-        if search:
-            r = self._search(images[search], holes[search], [indices[i] for i in search], record_trajectory, record_ld)
+        if r is not None:
             for j, i in enumerate(search):
                 out[i], gen_out[i], z_out[i] = r["completed"][j], r["generated"][j], r["z"][j]
                 for key in res:
@@ -260,7 +290,7 @@ class LatentSearchInpainter:
                 if r["refs"] is not None:
                     refs_all[i] = r["refs"][j]
             traj, ld_trace = r["trajectory"], r["ld_trace"]
-        if cfg.blend == "poisson":
+        if self.cfg.blend == "poisson":
             out = poisson_blend(images, gen_out, holes)
         return InpaintResult(
             completed=out.cpu(),
@@ -270,11 +300,11 @@ class LatentSearchInpainter:
             reference=refs_all,
             trajectory=traj,
             ld_trace=ld_trace,
-            seconds=time.perf_counter() - t_start,
+            seconds=seconds,
             **res,
         )
 
-    def _search(self, images, holes, indices, record_trajectory, record_ld) -> dict:
+    def _search(self, images, holes, indices, record_trajectory, record_ld, margins) -> list[dict]:
         cfg, k, dev = self.cfg, self.cfg.candidates, self.device
         b = images.shape[0]
         y = images.repeat_interleave(k, 0)
@@ -329,38 +359,46 @@ class LatentSearchInpainter:
             gz = self.G(z)
             lc = contextual_loss(gz, y, w)
             lp = prior_loss(self.D(gz), cfg.prior_weight)
-            total = lc + lp
-            ld = torch.zeros_like(total)
-            steer = torch.zeros_like(total)
-            if self.landmark_count:
-                ld = torch.from_numpy(self._ld(damaged(gz, m), refs, k)).float().to(dev)
-                total = total + ld
+            steer = torch.zeros_like(lc)
             if self.steer_gradient is not None:
                 pts = self._points(self._steer_view(gz, y, m), rounded=False)
                 steer = torch.from_numpy(landmark_distance(np.repeat(steer_refs, k, axis=0), pts)).float().to(dev)
+            ld_points = self._points(damaged(gz, m)) if self.landmark_count else None
+        trajectory = torch.stack(traj) if traj is not None else None
+        chosen = []
+        for i, margin in enumerate(margins):
+            ld = torch.zeros_like(lc)
+            total = lc + lp
+            if ld_points is not None:
+                ld = torch.from_numpy(self._penalties(ld_points, refs, k, margin)).float().to(dev)
+                total = total + ld
+            if self.steer_gradient is not None:
                 total = total + cfg.steer_weight * steer
-        total = total.view(b, k)
-        finite = torch.isfinite(total)
-        dropped = (~finite).sum(1).tolist()
-        if any(dropped):
-            warnings.warn(f"dropped {sum(dropped)} candidate(s) with a non-finite loss", stacklevel=3)
-        masked_total = torch.where(finite, total, torch.full_like(total, float("inf")))
-        best = masked_total.argmin(1)
-        if not finite.any(1).all():
-            raise FloatingPointError("every candidate of an image had a non-finite loss")
-        sel = torch.arange(b, device=dev) * k + best
-        gen = gz[sel]
-        return dict(
-            completed=composite(images, gen, holes),
-            generated=gen,
-            z=z.detach()[sel].cpu(),
-            loss=total.flatten()[sel].cpu(),
-            lc=lc[sel].cpu(),
-            lp=lp[sel].cpu(),
-            ld=ld[sel].cpu(),
-            steer=steer[sel].cpu(),
-            dropped=dropped,
-            refs=refs,
-            trajectory=torch.stack(traj) if traj is not None else None,
-            ld_trace=np.stack(ld_trace) if ld_trace else None,
-        )
+            total = total.view(b, k)
+            finite = torch.isfinite(total)
+            dropped = (~finite).sum(1).tolist()
+            if any(dropped) and i == 0:
+                warnings.warn(f"dropped {sum(dropped)} candidate(s) with a non-finite loss", stacklevel=3)
+            masked_total = torch.where(finite, total, torch.full_like(total, float("inf")))
+            best = masked_total.argmin(1)
+            if not finite.any(1).all():
+                raise FloatingPointError("every candidate of an image had a non-finite loss")
+            sel = torch.arange(b, device=dev) * k + best
+            gen = gz[sel]
+            chosen.append(
+                dict(
+                    completed=composite(images, gen, holes),
+                    generated=gen,
+                    z=z.detach()[sel].cpu(),
+                    loss=total.flatten()[sel].cpu(),
+                    lc=lc[sel].cpu(),
+                    lp=lp[sel].cpu(),
+                    ld=ld[sel].cpu(),
+                    steer=steer[sel].cpu(),
+                    dropped=dropped,
+                    refs=refs,
+                    trajectory=trajectory,
+                    ld_trace=np.stack(ld_trace) if ld_trace and i == 0 else None,
+                )
+            )
+        return chosen

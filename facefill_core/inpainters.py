@@ -83,10 +83,19 @@ class LatentInpainter(Inpainter):
         self._last: dict = {}
 
     def inpaint(self, images, holes, image_indices=None):
-        r = self.search.inpaint(images, holes, image_indices, record_trajectory=self.record_trajectory)
-        self.last_result = r
-        self._last = {"dropped": r.dropped, "loss": r.loss.tolist(), "ld": r.ld.tolist()}
-        return r.completed
+        return self.inpaint_choices(images, holes, image_indices)[0]
+
+    def inpaint_choices(self, images, holes, image_indices=None, other_margins: Sequence[float] = ()) -> list[Tensor]:
+        """One search, the completion chosen with this method's margin and then with each of
+        ``other_margins`` (see :meth:`LatentSearchInpainter.inpaint_choices`); ``last_results``
+        and :meth:`extra` follow the same order."""
+        rs = self.search.inpaint_choices(
+            images, holes, image_indices, other_margins, record_trajectory=self.record_trajectory
+        )
+        self.last_result, self.last_results = rs[0], rs
+        self._extras = [{"dropped": r.dropped, "loss": r.loss.tolist(), "ld": r.ld.tolist()} for r in rs]
+        self._last = self._extras[0]
+        return [r.completed for r in rs]
 
     def extra(self) -> dict:
         return self._last
