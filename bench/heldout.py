@@ -12,7 +12,12 @@ under ``--min-gain`` (0.1 dB), and at least ``--min-iters`` iterations ran. With
 the script follows a running trainer, and once the rule holds it sends SIGINT (the trainer
 saves a checkpoint and exits 130).
 
-Writes ``heldout.csv`` (iter, mask, psnr, ssim) and ``heldout.png`` into RUN_DIR.
+GFC's input fills the hole with uniform noise; an under-trained GFC passes part of it through
+(the coloured speckle in early grids). ``noise_l1`` measures that: the mean |difference| (0-1
+range) inside the hole between two completions of the same image with two different noise
+draws. A model that has learnt to ignore the noise scores near 0 (CE has no noise input: empty).
+
+Writes ``heldout.csv`` (iter, mask, psnr, ssim, noise_l1) and ``heldout.png`` into RUN_DIR.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ def _load_curve(path: str) -> dict:
     if os.path.isfile(path):
         with open(path) as f:
             for r in csv.DictReader(f):
-                curve.setdefault(int(r["iter"]), {})[r["mask"]] = (float(r["psnr"]), float(r["ssim"]))
+                noise = float(r["noise_l1"]) if r.get("noise_l1") not in (None, "") else float("nan")
+                curve.setdefault(int(r["iter"]), {})[r["mask"]] = (float(r["psnr"]), float(r["ssim"]), noise)
     return curve
 
 
@@ -78,7 +84,10 @@ class HeldOut:
         self.holes = {m: make_masks(MaskConfig(m, seed=0), HELDOUT_N) for m in MASKS}
 
     def score(self, snapshot: str, kind: str) -> dict:
-        to_unit_range, build, psnr, ssim, export_checkpoint = self._fns
+        from facefill_core.imaging import to_unit_range
+        from facefill_core.inpainters import build
+        from facefill_core.metrics import psnr, ssim
+        from facefill_core.training import export_checkpoint
 
         weights = snapshot[: -len(".pt")] + ".weights.pt"
         if not os.path.exists(weights):
@@ -89,7 +98,11 @@ class HeldOut:
         for m, h in self.holes.items():
             ids = list(range(HELDOUT_START, HELDOUT_START + HELDOUT_N))
             p = to_unit_range(inp.inpaint(self.images, h, image_indices=ids)).clamp(0, 1)
-            out[m] = (float(np.mean(psnr(p, t))), float(np.mean(ssim(p, t))))
+            noise = float("nan")
+            if kind == "gfc":  # the same images with another noise draw in the hole
+                q = to_unit_range(inp.inpaint(self.images, h, image_indices=[i + 10**6 for i in ids])).clamp(0, 1)
+                noise = float(((p - q).abs() * h).sum() / (h.sum() * 3))
+            out[m] = (float(np.mean(psnr(p, t))), float(np.mean(ssim(p, t))), noise)
         return out
 
 
@@ -135,18 +148,23 @@ def update(run_dir: str, kind: str, held: HeldOut) -> dict:
     path = os.path.join(run_dir, "heldout.csv")
     curve = _load_curve(path)
     snap_dir = os.path.join(run_dir, "snapshots")
-    snaps = sorted(f for f in os.listdir(snap_dir) if f.startswith("iter_") and f.endswith(".pt") and "weights" not in f)
+    snaps = sorted(
+        f for f in os.listdir(snap_dir) if f.startswith("iter_") and f.endswith(".pt") and "weights" not in f
+    )
     for f in snaps:
         it = int(f[5:11])
         if it not in curve:
             curve[it] = held.score(os.path.join(snap_dir, f), kind)
-            print(f"{kind} iter {it}: " + ", ".join(f"{m} {v[0]:.2f}" for m, v in curve[it].items()), flush=True)
+            cells = ", ".join(
+                f"{m} {v[0]:.2f}" + (f" (noise {v[2]:.3f})" if np.isfinite(v[2]) else "") for m, v in curve[it].items()
+            )
+            print(f"{kind} iter {it}: {cells}", flush=True)
     with open(path + ".tmp", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["iter", "mask", "psnr", "ssim"])
+        w.writerow(["iter", "mask", "psnr", "ssim", "noise_l1"])
         for it in sorted(curve):
-            for m, (p, s) in curve[it].items():
-                w.writerow([it, m, f"{p:.4f}", f"{s:.5f}"])
+            for m, (p, s, n) in curve[it].items():
+                w.writerow([it, m, f"{p:.4f}", f"{s:.5f}", "" if not np.isfinite(n) else f"{n:.5f}"])
     os.replace(path + ".tmp", path)
     plot(curve, os.path.join(run_dir, "heldout.png"), f"{kind}: held-out PSNR per mask")
     return curve
@@ -156,7 +174,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.heldout", description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--kind", choices=["ce", "gfc"], required=True)
-    p.add_argument("--watch", type=int, default=None, metavar="PID", help="follow this trainer; SIGINT it at the plateau")
+    p.add_argument(
+        "--watch", type=int, default=None, metavar="PID", help="follow this trainer; SIGINT it at the plateau"
+    )
     p.add_argument("--min-gain", type=float, default=0.1, help="dB over the last quarter (default 0.1)")
     p.add_argument("--min-iters", type=int, default=2000)
     p.add_argument("--poll-s", type=float, default=30.0)
@@ -167,13 +187,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {a.run_dir} is not a directory", file=sys.stderr)
         return 2
     held = HeldOut()
+    reported = None  # the last iteration whose gains were printed
     while True:
         _snapshot(a.run_dir)
         curve = update(a.run_dir, a.kind, held) if os.path.isdir(os.path.join(a.run_dir, "snapshots")) else {}
         gains = plateau_gain(curve)
         last = max(curve) if curve else 0
         done = last >= a.min_iters and all(np.isfinite(g) and g < a.min_gain for g in gains.values())
-        if curve:
+        if curve and last != reported:
+            reported = last
             print(f"after {last} iters, gain over the last quarter: "
                   + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
                   + (" -> plateau" if done else ""), flush=True)
