@@ -1,7 +1,6 @@
 #include "landmarks.h"
 
 #include <algorithm>
-#include <fstream>
 #include <stdexcept>
 
 #include <dlib/image_processing/frontal_face_detector.h>
@@ -121,109 +120,6 @@ void write_points(const dlib::point_transform_affine& tform_to_img, const float*
 
 }  // namespace
 
-ShapeModel::ShapeModel(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot open shape predictor model file: " + path);
-    // dlib's shape_predictor serialization: version, initial_shape, forests, anchor_idx, deltas.
-    int version = 0;
-    std::vector<std::vector<dlib::impl::regression_tree>> forests;
-    std::vector<std::vector<unsigned long>> anchor_idx;
-    std::vector<std::vector<dlib::vector<float, 2>>> deltas;
-    try {
-        dlib::deserialize(version, in);
-        if (version != 1)
-            throw std::runtime_error("unexpected shape_predictor version " +
-                                     std::to_string(version));
-        dlib::deserialize(initial_shape_, in);
-        dlib::deserialize(forests, in);
-        dlib::deserialize(anchor_idx, in);
-        dlib::deserialize(deltas, in);
-        in.clear();
-        in.seekg(0);
-        dlib::deserialize(sp_, in);
-    } catch (const std::exception& e) {
-        throw std::runtime_error("corrupt or unsupported shape predictor model file " + path +
-                                 ": " + e.what());
-    }
-    const long dim = static_cast<long>(initial_shape_.size());
-    if (dim == 0 || dim % 2 != 0 || forests.size() != anchor_idx.size() ||
-        forests.size() != deltas.size())
-        throw std::runtime_error("corrupt shape predictor model file " + path +
-                                 ": inconsistent sizes");
-    for (long p = 0; p < dim / 2; ++p) initial_points_.push_back(dlib::impl::location(initial_shape_, p));
-    leaf_stride_ = (dim + kLeafAlign - 1) / kLeafAlign * kLeafAlign;
-    cascades_.resize(forests.size());
-    for (size_t c = 0; c < forests.size(); ++c) {
-        Cascade& cas = cascades_[c];
-        cas.anchor_idx = anchor_idx[c];
-        cas.deltas = deltas[c];
-        const auto& trees = forests[c];
-        if (cas.anchor_idx.size() != cas.deltas.size())
-            throw std::runtime_error("corrupt shape predictor model file " + path +
-                                     ": anchor/delta size mismatch");
-        if (cas.deltas.size() > 65536)
-            throw std::runtime_error("unsupported shape predictor model file " + path +
-                                     ": more than 65536 feature pixels per level");
-        for (unsigned long a : cas.anchor_idx) {
-            if (static_cast<long>(a) >= dim / 2)
-                throw std::runtime_error("corrupt shape predictor model file " + path +
-                                         ": anchor index out of range");
-            cas.anchor2.push_back(static_cast<int32_t>(2 * a));
-        }
-        for (const auto& d : cas.deltas) {
-            cas.dx.push_back(d.x());
-            cas.dy.push_back(d.y());
-        }
-        cas.num_trees = static_cast<long>(trees.size());
-        cas.num_splits = trees.empty() ? 0 : static_cast<long>(trees[0].splits.size());
-        cas.num_leaves = trees.empty() ? 0 : static_cast<long>(trees[0].leaf_values.size());
-        cas.leaves = aligned_floats(static_cast<size_t>(cas.num_trees * cas.num_leaves * leaf_stride_));
-        float* leaf_out = cas.leaves.get();
-        for (const auto& t : trees) {
-            if (static_cast<long>(t.splits.size()) != cas.num_splits ||
-                static_cast<long>(t.leaf_values.size()) != cas.num_leaves ||
-                cas.num_leaves != cas.num_splits + 1)
-                throw std::runtime_error("corrupt shape predictor model file " + path +
-                                         ": trees of unequal shape");
-            for (const auto& s : t.splits) {
-                if (s.idx1 >= cas.deltas.size() || s.idx2 >= cas.deltas.size())
-                    throw std::runtime_error("corrupt shape predictor model file " + path +
-                                             ": split feature index out of range");
-                cas.splits.push_back(
-                    {static_cast<uint16_t>(s.idx1), static_cast<uint16_t>(s.idx2), s.thresh});
-            }
-            for (const auto& leaf : t.leaf_values) {
-                if (leaf.size() != dim)
-                    throw std::runtime_error("corrupt shape predictor model file " + path +
-                                             ": leaf of wrong length");
-                std::copy(leaf.begin(), leaf.end(), leaf_out);
-                leaf_out += leaf_stride_;
-            }
-        }
-    }
-}
-
-FeatureView Cascade::feature_view() const {
-    FeatureView v;
-    v.anchor2 = anchor2.data();
-    v.dx = dx.data();
-    v.dy = dy.data();
-    v.num = static_cast<long>(anchor2.size());
-    return v;
-}
-
-ForestView Cascade::forest_view(long dim, long leaf_stride) const {
-    ForestView v;
-    v.splits = splits.data();
-    v.leaves = leaves.get();
-    v.num_trees = num_trees;
-    v.num_splits = num_splits;
-    v.num_leaves = num_leaves;
-    v.dim = dim;
-    v.leaf_stride = leaf_stride;
-    return v;
-}
-
 template <typename Pixel>
 void ShapeModel::predict_range(const ImageBatch& images, const std::vector<Box>& boxes,
                                bool rounded, Isa isa, long begin, long end, float* out) const {
@@ -301,8 +197,9 @@ template <typename Pixel>
 void ShapeModel::predict_dlib_range(const ImageBatch& images, const std::vector<Box>& boxes,
                                     long begin, long end, float* out) const {
     const long parts = num_parts();
+    const dlib::shape_predictor& sp = dlib_model();
     for (long i = begin; i < end; ++i) {
-        const dlib::full_object_detection det = sp_(image_at<Pixel>(images, i), to_rect(boxes, i));
+        const dlib::full_object_detection det = sp(image_at<Pixel>(images, i), to_rect(boxes, i));
         float* o = out + i * parts * 2;
         for (long p = 0; p < parts; ++p) {
             o[2 * p] = static_cast<float>(det.part(p).x());
@@ -337,6 +234,7 @@ void ShapeModel::predict(const ImageBatch& images, const std::vector<Box>& boxes
 
 void ShapeModel::predict_dlib(const ImageBatch& images, const std::vector<Box>& boxes,
                               int num_threads, float* out) const {
+    dlib_model();  // load once, before the threads start (a missing file throws here)
     parallel_for(images.n, num_threads, [&](long begin, long end) {
         if (images.channels == 3)
             predict_dlib_range<dlib::rgb_pixel>(images, boxes, begin, end, out);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -67,9 +68,12 @@ struct Cascade {
 
 class ShapeModel {
    public:
-    // Loads dlib's serialized shape_predictor with dlib's own deserializers.
-    // Throws std::runtime_error naming the path on a missing or corrupt file.
+    // Loads dlib's serialized shape_predictor with dlib's own deserializers, packing it one
+    // cascade at a time (model_load.cpp). Throws std::runtime_error naming the path on a missing
+    // or corrupt file.
     explicit ShapeModel(const std::string& path);
+    ShapeModel(const ShapeModel&) = delete;
+    ShapeModel& operator=(const ShapeModel&) = delete;
 
     long num_parts() const { return static_cast<long>(initial_shape_.size() / 2); }
     long dim() const { return static_cast<long>(initial_shape_.size()); }
@@ -86,7 +90,8 @@ class ShapeModel {
                  int num_threads, Isa isa, float* out) const;
 
     // dlib's own per-image call (dlib::shape_predictor::operator()), rounded points.
-    // The reference implementation for tests and the no-batching benchmark line.
+    // The reference implementation for tests and the no-batching benchmark line. The first call
+    // loads dlib's own copy of the model from the file (about 100 MB for the 68-point model).
     void predict_dlib(const ImageBatch& images, const std::vector<Box>& boxes, int num_threads,
                       float* out) const;
 
@@ -101,7 +106,13 @@ class ShapeModel {
     void predict_dlib_range(const ImageBatch& images, const std::vector<Box>& boxes, long begin,
                             long end, float* out) const;
 
-    dlib::shape_predictor sp_;
+    // dlib's shape_predictor, read from path_ on first use (thread-safe): only predict_dlib
+    // needs it, and it would double the memory the model takes.
+    const dlib::shape_predictor& dlib_model() const;
+
+    std::string path_;
+    mutable std::once_flag dlib_once_;
+    mutable std::unique_ptr<dlib::shape_predictor> dlib_sp_;
     dlib::matrix<float, 0, 1> initial_shape_;
     std::vector<dlib::vector<float, 2>> initial_points_;  // initial_shape_ as points
     long leaf_stride_ = 0;
