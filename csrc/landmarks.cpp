@@ -57,6 +57,17 @@ constexpr long kTreeBlock = 8;
 // each pass streams the leaves (65 MB for the 68-point model) once, about 250 KB per face.
 constexpr long kChunk = 256;
 
+// [begin, end) of `total` items for member `rank` of `members`: contiguous shares of whole
+// groups of `align` items, as equal as the groups allow.
+struct Range {
+    long begin, end;
+};
+Range share(long total, int members, int rank, long align) {
+    const long groups = (total + align - 1) / align;
+    return {std::min(total, groups * rank / members * align),
+            std::min(total, groups * (rank + 1) / members * align)};
+}
+
 // dlib's find_tform_between_shapes(reference_shape, current_shape) (identity for a single
 // point), with the point buffers kept by the caller.
 dlib::point_transform_affine shape_tform(const float* shape, long parts,
@@ -120,53 +131,73 @@ void write_points(const dlib::point_transform_affine& tform_to_img, const float*
 
 }  // namespace
 
+// Member `rank` of `team` predicts images [0, images.n) together with the others, chunk by chunk
+// (at most kChunk images, sizes as in `chunks`). Per cascade level: (1) feature pixels of the
+// member's own images; (2) walk of its share of the trees for every image; (3) additions of its
+// share of the coordinates for every image, all trees in order; a barrier after each step. The
+// leaves thus stream from memory once per chunk whatever the number of threads, and each
+// coordinate gets dlib's additions in dlib's order.
 template <typename Pixel>
-void ShapeModel::predict_range(const ImageBatch& images, const std::vector<Box>& boxes,
-                               bool rounded, Isa isa, long begin, long end, float* out) const {
-    const Kernels& kernels = kernels_for(isa);
-    const long n = end - begin, dim = this->dim(), parts = num_parts(), stride = leaf_stride_;
-    size_t max_features = 0;
-    for (const Cascade& cas : cascades_) max_features = std::max(max_features, cas.deltas.size());
-    // Features batch-major (kernels.h): feature i of image b at features[i * fstride + b].
-    const long fstride = (n + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
-    AlignedFloats shapes = aligned_floats(static_cast<size_t>(n * stride));
-    std::vector<float> features(max_features * static_cast<size_t>(fstride));
-    std::vector<int32_t> xs(max_features), ys(max_features);
-    std::vector<const float*> leaf_ptrs(static_cast<size_t>(n * kMaxTreeBlock));
+void ShapeModel::predict_member(const ImageBatch& images, const std::vector<Box>& boxes,
+                                bool rounded, const Kernels& kernels, const BatchBuffers& buf,
+                                Team& team, int rank, float* out) const {
+    const long dim = this->dim(), parts = num_parts(), stride = leaf_stride_;
+    const int members = team.size();
+    std::vector<int32_t> xs(buf.max_features), ys(buf.max_features);
+    std::vector<dlib::vector<float, 2>> to_points(static_cast<size_t>(parts));
     std::vector<RawImage<Pixel>> views;
     std::vector<dlib::point_transform_affine> to_img;
-    for (long i = begin; i < end; ++i) {
-        views.push_back(image_at<Pixel>(images, i));
-        to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, i)));
-        std::copy(initial_shape_.begin(), initial_shape_.end(), shapes.get() + (i - begin) * stride);
-    }
-    std::vector<dlib::vector<float, 2>> to_points(static_cast<size_t>(parts));
-    BatchView batch;
-    batch.features = features.data();
-    batch.feature_stride = fstride;
-    batch.shapes = shapes.get();
-    batch.shape_stride = stride;
-    batch.n = n;
-    batch.leaf_ptrs = leaf_ptrs.data();
-    for (size_t c = 0; c < cascades_.size(); ++c) {
-        const Cascade& cas = cascades_[c];
-        // 1. Feature pixels of every image at this level. At the first level every shape is the
-        //    initial shape, so the shape transform is the same for all (and computed once).
-        const dlib::point_transform_affine first =
-            c == 0 && n > 0 ? shape_tform(shapes.get(), parts, initial_points_, to_points)
-                            : dlib::point_transform_affine();
-        for (long b = 0; b < n; ++b) {
-            const float* shape = shapes.get() + b * stride;
-            feature_pixels(kernels, views[b], to_img[b],
-                           c == 0 ? first : shape_tform(shape, parts, initial_points_, to_points),
-                           shape, cas, xs.data(), ys.data(), features.data() + b, fstride);
+    const Range coords = share(dim, members, rank, kLeafAlign);
+    for (long c = 0; c < buf.chunks; ++c) {
+        const long begin = images.n * c / buf.chunks, end = images.n * (c + 1) / buf.chunks;
+        const long n = end - begin;
+        if (c > 0) team.barrier();  // the last chunk's points are written: reuse the buffers
+        BatchView batch;
+        batch.features = buf.features.get();
+        batch.feature_stride = (n + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
+        batch.shapes = buf.shapes.get();
+        batch.shape_stride = stride;
+        batch.n = n;
+        batch.leaf_idx = buf.leaf_idx.get();
+        batch.idx_stride = (n + 31) / 32 * 32;  // whole 64-byte rows per tree
+        // Whole cache lines of feature values per member.
+        const Range own = share(n, members, rank, kBatchAlign);
+        views.clear();
+        to_img.clear();
+        for (long b = own.begin; b < own.end; ++b) {
+            views.push_back(image_at<Pixel>(images, begin + b));
+            to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, begin + b)));
+            std::copy(initial_shape_.begin(), initial_shape_.end(), batch.shapes + b * stride);
         }
-        // 2. The level's trees over the batch, in dlib's order per image (kernels.h).
-        kernels.forest(cas.forest_view(dim, stride), batch, kTreeBlock);
+        for (size_t level = 0; level < cascades_.size(); ++level) {
+            const Cascade& cas = cascades_[level];
+            // 1. At the first level every shape is the initial shape, so the shape transform is
+            //    the same for all (and computed once).
+            const dlib::point_transform_affine first =
+                level == 0 ? shape_tform(&initial_shape_(0), parts, initial_points_, to_points)
+                           : dlib::point_transform_affine();
+            for (long b = own.begin; b < own.end; ++b) {
+                const float* shape = batch.shapes + b * stride;
+                feature_pixels(kernels, views[b - own.begin], to_img[b - own.begin],
+                               level == 0 ? first
+                                          : shape_tform(shape, parts, initial_points_, to_points),
+                               shape, cas, xs.data(), ys.data(), buf.features.get() + b,
+                               batch.feature_stride);
+            }
+            team.barrier();
+            // 2. and 3. The level's trees over the batch, in dlib's order per image (kernels.h).
+            const ForestView forest = cas.forest_view(dim, stride);
+            const Range trees = share(cas.num_trees, members, rank, 1);
+            kernels.walk(forest, batch, trees.begin, trees.end);
+            team.barrier();
+            if (coords.begin < coords.end)
+                kernels.add(forest, batch, coords.begin, coords.end, kTreeBlock);
+            team.barrier();
+        }
+        for (long b = own.begin; b < own.end; ++b)
+            write_points(to_img[b - own.begin], batch.shapes + b * stride, parts, rounded,
+                         out + (begin + b) * parts * 2);
     }
-    for (long b = 0; b < n; ++b)
-        write_points(to_img[b], shapes.get() + b * stride, parts, rounded,
-                     out + (begin + b) * parts * 2);
 }
 
 template <typename Pixel>
@@ -211,24 +242,36 @@ void ShapeModel::predict_dlib_range(const ImageBatch& images, const std::vector<
 void ShapeModel::predict(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
                          int num_threads, Isa isa, float* out) const {
     kernels_for(isa);  // unsupported: throw before any thread starts
-    parallel_for(images.n, num_threads, [&](long begin, long end) {
-        if (isa == Isa::kReference) {
+    if (isa == Isa::kReference) {
+        parallel_for(images.n, num_threads, [&](long begin, long end) {
             if (images.channels == 3)
                 predict_reference_range<dlib::rgb_pixel>(images, boxes, rounded, begin, end, out);
             else
                 predict_reference_range<unsigned char>(images, boxes, rounded, begin, end, out);
-        } else {
-            // Chunks of at most kChunk images: their features and shapes stay in L2.
-            const long chunks = (end - begin + kChunk - 1) / kChunk;
-            for (long c = 0; c < chunks; ++c) {
-                const long b0 = begin + (end - begin) * c / chunks;
-                const long b1 = begin + (end - begin) * (c + 1) / chunks;
-                if (images.channels == 3)
-                    predict_range<dlib::rgb_pixel>(images, boxes, rounded, isa, b0, b1, out);
-                else
-                    predict_range<unsigned char>(images, boxes, rounded, isa, b0, b1, out);
-            }
-        }
+        });
+        return;
+    }
+    if (images.n <= 0) return;
+    const Kernels& kernels = kernels_for(isa);
+    // Shared by the team: chunks of at most kChunk images, their features and shapes in L2.
+    BatchBuffers buf;
+    buf.chunks = (images.n + kChunk - 1) / kChunk;
+    const long max_n = (images.n + buf.chunks - 1) / buf.chunks;
+    long max_trees = 0;
+    for (const Cascade& cas : cascades_) {
+        buf.max_features = std::max(buf.max_features, cas.deltas.size());
+        max_trees = std::max(max_trees, cas.num_trees);
+    }
+    buf.shapes = aligned_floats(static_cast<size_t>(max_n * leaf_stride_));
+    buf.features = aligned_floats(buf.max_features * static_cast<size_t>(max_n + kBatchAlign));
+    buf.leaf_idx.reset(static_cast<uint16_t*>(std::aligned_alloc(
+        64, static_cast<size_t>(std::max(1L, max_trees) * ((max_n + 31) / 32 * 32)) * 2)));
+    if (!buf.leaf_idx) throw std::bad_alloc();
+    run_team(num_threads, [&](Team& team, int rank) {
+        if (images.channels == 3)
+            predict_member<dlib::rgb_pixel>(images, boxes, rounded, kernels, buf, team, rank, out);
+        else
+            predict_member<unsigned char>(images, boxes, rounded, kernels, buf, team, rank, out);
     });
 }
 

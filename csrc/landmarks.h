@@ -5,6 +5,7 @@
 // Points: float (N, P, 2), (x, y) in pixels.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -53,6 +54,29 @@ struct FreeDeleter {
 using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
 AlignedFloats aligned_floats(size_t count);
 
+// Threads that run one function together and meet at barriers (run_team).
+class Team {
+   public:
+    explicit Team(int size) : size_(size) {}
+    int size() const { return size_; }
+    // Waits until every member arrived (spinning briefly, then yielding the core). Throws
+    // Team::Aborted when another member failed, so that no member waits forever.
+    void barrier();
+    struct Aborted {};
+
+   private:
+    friend void run_team(int, const std::function<void(Team&, int)>&);
+    const int size_;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned> generation_{0};
+    std::atomic<bool> failed_{false};
+};
+
+// Runs fn(team, rank) for rank = 0 .. num_threads - 1 (num_threads <= 0: all cores), rank 0 on
+// the calling thread. The first exception thrown by a member is rethrown after all joined.
+void run_team(int num_threads, const std::function<void(Team&, int)>& fn);
+
+
 // One cascade level, packed for batch-major evaluation (layout in kernels.h).
 struct Cascade {
     std::vector<unsigned long> anchor_idx;       // (F,)
@@ -96,9 +120,17 @@ class ShapeModel {
                       float* out) const;
 
    private:
+    // Buffers a team shares in predict.
+    struct BatchBuffers {
+        long chunks = 0;
+        size_t max_features = 0;
+        AlignedFloats shapes, features;
+        std::unique_ptr<uint16_t[], FreeDeleter> leaf_idx;
+    };
     template <typename Pixel>
-    void predict_range(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
-                       Isa isa, long begin, long end, float* out) const;
+    void predict_member(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
+                        const Kernels& kernels, const BatchBuffers& buf, Team& team, int rank,
+                        float* out) const;
     template <typename Pixel>
     void predict_reference_range(const ImageBatch& images, const std::vector<Box>& boxes,
                                  bool rounded, long begin, long end, float* out) const;

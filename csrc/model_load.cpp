@@ -28,7 +28,7 @@ void pack_trees(const std::vector<dlib::impl::regression_tree>& trees, long dim,
     for (const auto& t : trees) {
         if (static_cast<long>(t.splits.size()) != cas.num_splits ||
             static_cast<long>(t.leaf_values.size()) != cas.num_leaves ||
-            cas.num_leaves != cas.num_splits + 1)
+            cas.num_leaves != cas.num_splits + 1 || cas.num_leaves > 65536)
             throw corrupt("trees of unequal shape");
         for (const auto& s : t.splits) {
             if (s.idx1 > 65535 || s.idx2 > 65535)
@@ -62,8 +62,8 @@ ShapeModel::ShapeModel(const std::string& path) : path_(path) {
         int version = 0;
         dlib::deserialize(version, in);
         if (version != 1)
-            throw std::runtime_error("unsupported shape predictor model file " + path +
-                                     ": unexpected version " + std::to_string(version));
+            throw std::runtime_error("corrupt or unsupported shape predictor model file " +
+                                     path + ": unexpected version " + std::to_string(version));
         dlib::deserialize(initial_shape_, in);
         const long dim = static_cast<long>(initial_shape_.size());
         if (dim == 0 || dim % 2 != 0) throw corrupt("initial shape of odd or zero length");
