@@ -120,6 +120,59 @@ void parallel_for(long n, int num_threads, const std::function<void(long, long)>
     if (first_error) std::rethrow_exception(first_error);
 }
 
+void Team::barrier() {
+    const unsigned gen = generation_.load(std::memory_order_acquire);
+    if (failed_.load(std::memory_order_relaxed)) throw Aborted();
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
+        arrived_.store(0, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        return;
+    }
+    // A barrier ends within microseconds when every member has a core; when the cores are busy
+    // with other work, yield instead of burning the time slice a waited-for member needs.
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+        if (failed_.load(std::memory_order_relaxed)) throw Aborted();
+        if (spins < 2000) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            std::this_thread::yield();
+        }
+    }
+}
+
+void run_team(int num_threads, const std::function<void(Team&, int)>& fn) {
+    Team team(resolve_threads(num_threads));
+    std::exception_ptr first_error;
+    std::mutex error_mutex;
+    const auto member = [&](int rank) {
+        try {
+            fn(team, rank);
+        } catch (const Team::Aborted&) {
+            // another member failed; its exception is the one to report
+        } catch (...) {
+            {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!first_error) first_error = std::current_exception();
+            }
+            team.failed_.store(true, std::memory_order_relaxed);
+        }
+    };
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(team.size() - 1));
+    try {
+        for (int rank = 1; rank < team.size(); ++rank) threads.emplace_back(member, rank);
+    } catch (...) {  // no thread: the started members must not wait for it
+        team.failed_.store(true, std::memory_order_relaxed);
+        for (auto& t : threads) t.join();
+        throw;
+    }
+    member(0);
+    for (auto& t : threads) t.join();
+    if (first_error) std::rethrow_exception(first_error);
+}
+
 void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
                       float margin_px, float step, double* out) {
     for (long i = 0; i < n; ++i) {

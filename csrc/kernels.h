@@ -32,7 +32,7 @@ struct ForestView {
     long leaf_stride = 0;  // dim rounded up to kLeafAlign
 };
 
-// Most trees walked and added per image at a time (Kernels::forest's tree_block).
+// Most trees added per image at a time (Kernels::add's tree_block).
 constexpr long kMaxTreeBlock = 32;
 // The batch's feature rows are padded to a multiple of this many images (the widest vector).
 constexpr long kBatchAlign = 16;
@@ -40,14 +40,16 @@ constexpr long kBatchAlign = 16;
 // The batch at one level: n images; their feature values, batch-major (feature i of image b at
 // features[i * feature_stride + b], feature_stride >= n rounded up to 16, the padding finite);
 // their running shapes (shape b at shapes[b * shape_stride], 64-byte aligned, padding zero);
-// and scratch for n * kMaxTreeBlock leaf pointers.
+// and the leaf each tree reaches for each image: leaf_idx[t * idx_stride + b], idx_stride >=
+// feature_stride.
 struct BatchView {
     const float* features = nullptr;
     long feature_stride = 0;
     float* shapes = nullptr;
     long shape_stride = 0;
     long n = 0;
-    const float** leaf_ptrs = nullptr;
+    uint16_t* leaf_idx = nullptr;
+    long idx_stride = 0;
 };
 
 // One cascade level's feature pixels, as arrays: feature i sits at delta (dx[i], dy[i]) from
@@ -67,13 +69,23 @@ struct PixelMap {
     double cols = 0, rows = 0;
 };
 
+// A cascade level runs in two steps that threads can share: walk (trees split between
+// threads: leaf indices depend only on the level's features), then add (coordinates split
+// between threads: each adds its slice of every leaf, so the leaves stream from memory once
+// per batch whatever the thread count).
 struct Kernels {
-    // shape_b += leaf(tree t, image b) for t = 0, 1, ..., num_trees - 1 in that order, for every
-    // image b: per coordinate the same float additions in the same order as dlib's
-    // `current_shape += tree(features)`, so the result is bit-identical on every instruction set.
-    // tree_block trees are walked and added per image at a time (the running shape stays in
-    // registers across the block; the block's leaves stay in cache across the batch).
-    void (*forest)(const ForestView& forest, const BatchView& batch, long tree_block);
+    // leaf_idx[t * idx_stride + b] = the leaf dlib's walk of tree t reaches for image b, for
+    // t in [t0, t1) and every image (padding lanes up to feature_stride may be written too).
+    void (*walk)(const ForestView& forest, const BatchView& batch, long t0, long t1);
+    // shape_b[c] += leaf(tree t, image b)[c] for t = 0, 1, ..., num_trees - 1 in that order, for
+    // every image b and coordinate c in [c0, c1) (c0 a multiple of kLeafAlign, c1 <=
+    // leaf_stride): per coordinate the same float additions in the same order as dlib's
+    // `current_shape += tree(features)`, so the result is bit-identical on every instruction set
+    // and for any split of the coordinates. tree_block trees are added per image at a time (the
+    // running slice stays in registers across the block; the block's leaves stay in cache across
+    // the batch).
+    void (*add)(const ForestView& forest, const BatchView& batch, long c0, long c1,
+                long tree_block);
     // The pixel of each feature, as dlib's extract_feature_pixel_values computes it:
     // p = tform_to_img(tform * delta + shape point), rounded with floor(v + 0.5); x[i], y[i] =
     // p when it lies in the image, else x[i] = -1. Same float and double operations, same order.

@@ -19,7 +19,8 @@ typedef float Vec __attribute__((vector_size(kWidth * sizeof(float))));
 typedef int32_t VecInt __attribute__((vector_size(kWidth * sizeof(int32_t))));
 typedef float VecMem __attribute__((vector_size(kWidth * sizeof(float)), may_alias));
 typedef float VecMemU __attribute__((vector_size(kWidth * sizeof(float)), may_alias, aligned(4)));
-typedef int32_t VecIntMemU __attribute__((vector_size(kWidth * sizeof(int32_t)), may_alias, aligned(4)));
+typedef uint16_t VecU16 __attribute__((vector_size(kWidth * sizeof(uint16_t))));
+typedef uint16_t VecU16MemU __attribute__((vector_size(kWidth * sizeof(uint16_t)), may_alias, aligned(2)));
 
 inline Vec load(const float* p) { return *reinterpret_cast<const VecMem*>(p); }
 inline Vec load_unaligned(const float* p) { return *reinterpret_cast<const VecMemU*>(p); }
@@ -58,18 +59,24 @@ inline void add_pass_n(int regs, float* shape, const float* const* leaves, long 
         add_pass_n<R - 1>(regs, shape, leaves, count, offset);
 }
 
-// shape_b += ptrs[b * count + 0], ..., ptrs[b * count + count - 1] for every image b, in passes of
-// at most kRegs vectors of about equal size, each pass's running sums in registers across the
-// block's trees.
-inline void add_block(const ForestView& fv, const BatchView& bv, long count, const float** ptrs) {
-    const long num_vec = (fv.dim + kWidth - 1) / kWidth;
+// shape_b[c0, c1) += the leaves of trees [t0, t0 + count) for every image b, in tree order; in
+// passes of at most kRegs vectors of about equal size, each pass's running sums in registers
+// across the block's trees.
+inline void add_block(const ForestView& fv, const BatchView& bv, long t0, long count, long c0,
+                      long c1) {
+    const long num_vec = (c1 - c0 + kWidth - 1) / kWidth;
     const long passes = (num_vec + kRegs - 1) / kRegs;
+    const float* ptrs[kMaxTreeBlock];
     for (long b = 0; b < bv.n; ++b) {
+        for (long k = 0; k < count; ++k) {
+            const long leaf = bv.leaf_idx[(t0 + k) * bv.idx_stride + b];
+            ptrs[k] = fv.leaves + ((t0 + k) * fv.num_leaves + leaf) * fv.leaf_stride;
+        }
         long v = 0;
         for (long p = 0; p < passes; ++p) {
             const int r = static_cast<int>((num_vec - v) / (passes - p));
-            add_pass_n<kRegs>(r, bv.shapes + b * bv.shape_stride + v * kWidth, ptrs + b * count,
-                              count, v * kWidth);
+            const long offset = c0 + v * kWidth;
+            add_pass_n<kRegs>(r, bv.shapes + b * bv.shape_stride + offset, ptrs, count, offset);
             v += r;
         }
     }
@@ -88,15 +95,12 @@ inline long walk_one(const Split* splits, long num_splits, const float* f, long 
     return node - num_splits;
 }
 
-void leaves_scalar(const ForestView& fv, const BatchView& bv, long t0, long count,
-                   const float** ptrs) {
+void walk_scalar(const ForestView& fv, const BatchView& bv, long t0, long t1) {
     const long S = fv.num_splits;
-    for (long b = 0; b < bv.n; ++b)
-        for (long k = 0; k < count; ++k) {
-            const long t = t0 + k;
-            const long leaf = walk_one(fv.splits + t * S, S, bv.features + b, bv.feature_stride);
-            ptrs[b * count + k] = fv.leaves + (t * fv.num_leaves + leaf) * fv.leaf_stride;
-        }
+    for (long t = t0; t < t1; ++t)
+        for (long b = 0; b < bv.n; ++b)
+            bv.leaf_idx[t * bv.idx_stride + b] = static_cast<uint16_t>(
+                walk_one(fv.splits + t * S, S, bv.features + b, bv.feature_stride));
 }
 
 // The same walk for kWidth images at once, without gathers: feature i of images g .. g + kWidth
@@ -106,12 +110,10 @@ void leaves_scalar(const ForestView& fv, const BatchView& bv, long t0, long coun
 // the lane's node is 2^d - 1 + local, and its mask is selected from the level's 2^d masks by the
 // bits of local. The test is dlib's float `f[idx1] - f[idx2] > thresh` (false on NaN).
 template <int Depth>
-void leaves_vector(const ForestView& fv, const BatchView& bv, long t0, long count,
-                   const float** ptrs) {
+void walk_vector(const ForestView& fv, const BatchView& bv, long t0, long t1) {
     constexpr int S = (1 << Depth) - 1;
     const long stride = bv.feature_stride;
-    for (long k = 0; k < count; ++k) {
-        const long t = t0 + k;
+    for (long t = t0; t < t1; ++t) {
         const Split* sp = fv.splits + t * S;
         const float* row1[S];
         const float* row2[S];
@@ -121,7 +123,7 @@ void leaves_vector(const ForestView& fv, const BatchView& bv, long t0, long coun
             row2[s] = bv.features + sp[s].idx2 * stride;
             thresh[s] = splat(sp[s].thresh);
         }
-        const float* leaves = fv.leaves + t * fv.num_leaves * fv.leaf_stride;
+        uint16_t* idx = bv.leaf_idx + t * bv.idx_stride;
         for (long g = 0; g < bv.n; g += kWidth) {
             VecInt left[S];  // -1 where the split sends the lane left
 #pragma GCC unroll 64
@@ -142,49 +144,42 @@ void leaves_vector(const ForestView& fv, const BatchView& bv, long t0, long coun
                 }
                 local = local + local + 1 + sel[0];  // right: 2 local + 1, left: 2 local
             }
-            int32_t leaf[kWidth];
-            *reinterpret_cast<VecIntMemU*>(leaf) = local;
-            const long lanes = bv.n - g < kWidth ? bv.n - g : kWidth;
-            for (long l = 0; l < lanes; ++l)
-                ptrs[(g + l) * count + k] = leaves + leaf[l] * fv.leaf_stride;
+            // g + kWidth <= feature_stride <= idx_stride: the padding lanes are written too.
+            *reinterpret_cast<VecU16MemU*>(idx + g) = __builtin_convertvector(local, VecU16);
         }
     }
 }
 
-// Loads the leaves of trees [t0, t0 + count) towards L2 while the previous block is added:
-// a batch of 64 faces touches nearly every leaf, and the 65 MB model does not fit in cache, so
-// without this each block would start with a wait on memory.
-inline void prefetch_leaves(const ForestView& fv, long t0, long count) {
-    const float* begin = fv.leaves + t0 * fv.num_leaves * fv.leaf_stride;
-    const long floats = count * fv.num_leaves * fv.leaf_stride;
-    for (long i = 0; i < floats; i += 64 / static_cast<long>(sizeof(float)))
-        __builtin_prefetch(begin + i, 0, 2);
+// Loads the slice [c0, c1) of the leaves of trees [t0, t0 + count) towards L2 while the previous
+// block is added: a batch of 64 faces touches nearly every leaf, and the 65 MB model does not fit
+// in cache, so without this each block would start with a wait on memory.
+inline void prefetch_leaves(const ForestView& fv, long t0, long count, long c0, long c1) {
+    const float* row = fv.leaves + t0 * fv.num_leaves * fv.leaf_stride;
+    constexpr long kLine = 64 / static_cast<long>(sizeof(float));
+    for (long r = 0; r < count * fv.num_leaves; ++r, row += fv.leaf_stride)
+        for (long c = c0; c < c1; c += kLine) __builtin_prefetch(row + c, 0, 2);
 }
 
-// Tree blocks in order; per block, the leaf of each tree for each image (Leaves), then the
-// additions, in tree order per image.
-template <void (*Leaves)(const ForestView&, const BatchView&, long, long, const float**)>
-void run(const ForestView& fv, const BatchView& bv, long tree_block) {
+void add(const ForestView& fv, const BatchView& bv, long c0, long c1, long tree_block) {
     const long block = tree_block < 1 ? 1 : (tree_block > kMaxTreeBlock ? kMaxTreeBlock : tree_block);
     for (long t0 = 0; t0 < fv.num_trees; t0 += block) {
         const long count = fv.num_trees - t0 < block ? fv.num_trees - t0 : block;
         const long next = fv.num_trees - t0 - count < block ? fv.num_trees - t0 - count : block;
-        if (bv.n >= 16 && next > 0) prefetch_leaves(fv, t0 + count, next);
-        Leaves(fv, bv, t0, count, bv.leaf_ptrs);
-        add_block(fv, bv, count, bv.leaf_ptrs);
+        if (bv.n >= 16 && next > 0) prefetch_leaves(fv, t0 + count, next, c0, c1);
+        add_block(fv, bv, t0, count, c0, c1);
     }
 }
 
-void forest(const ForestView& fv, const BatchView& bv, long tree_block) {
+void walk(const ForestView& fv, const BatchView& bv, long t0, long t1) {
     // Full trees of up to 32 leaves (dlib's default depth is 4: 16 leaves) walk kWidth images
     // at a time; anything else one image at a time.
     switch (fv.num_leaves) {
-        case 2: return run<leaves_vector<1>>(fv, bv, tree_block);
-        case 4: return run<leaves_vector<2>>(fv, bv, tree_block);
-        case 8: return run<leaves_vector<3>>(fv, bv, tree_block);
-        case 16: return run<leaves_vector<4>>(fv, bv, tree_block);
-        case 32: return run<leaves_vector<5>>(fv, bv, tree_block);
-        default: return run<leaves_scalar>(fv, bv, tree_block);
+        case 2: return walk_vector<1>(fv, bv, t0, t1);
+        case 4: return walk_vector<2>(fv, bv, t0, t1);
+        case 8: return walk_vector<3>(fv, bv, t0, t1);
+        case 16: return walk_vector<4>(fv, bv, t0, t1);
+        case 32: return walk_vector<5>(fv, bv, t0, t1);
+        default: return walk_scalar(fv, bv, t0, t1);
     }
 }
 
@@ -254,6 +249,6 @@ void pixels(const FeatureView& fv, const PixelMap& pm, const float* shape, int32
 
 }  // namespace
 
-extern const Kernels FF_TABLE = {forest, pixels};
+extern const Kernels FF_TABLE = {walk, add, pixels};
 
 }  // namespace facefill

@@ -1,7 +1,6 @@
 #include "landmarks.h"
 
 #include <algorithm>
-#include <fstream>
 #include <stdexcept>
 
 #include <dlib/image_processing/frontal_face_detector.h>
@@ -57,6 +56,17 @@ constexpr long kTreeBlock = 8;
 // Images per batch-major pass: 256 faces' features (500 x 256 floats) and shapes stay in L2;
 // each pass streams the leaves (65 MB for the 68-point model) once, about 250 KB per face.
 constexpr long kChunk = 256;
+
+// [begin, end) of `total` items for member `rank` of `members`: contiguous shares of whole
+// groups of `align` items, as equal as the groups allow.
+struct Range {
+    long begin, end;
+};
+Range share(long total, int members, int rank, long align) {
+    const long groups = (total + align - 1) / align;
+    return {std::min(total, groups * rank / members * align),
+            std::min(total, groups * (rank + 1) / members * align)};
+}
 
 // dlib's find_tform_between_shapes(reference_shape, current_shape) (identity for a single
 // point), with the point buffers kept by the caller.
@@ -121,156 +131,73 @@ void write_points(const dlib::point_transform_affine& tform_to_img, const float*
 
 }  // namespace
 
-ShapeModel::ShapeModel(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot open shape predictor model file: " + path);
-    // dlib's shape_predictor serialization: version, initial_shape, forests, anchor_idx, deltas.
-    int version = 0;
-    std::vector<std::vector<dlib::impl::regression_tree>> forests;
-    std::vector<std::vector<unsigned long>> anchor_idx;
-    std::vector<std::vector<dlib::vector<float, 2>>> deltas;
-    try {
-        dlib::deserialize(version, in);
-        if (version != 1)
-            throw std::runtime_error("unexpected shape_predictor version " +
-                                     std::to_string(version));
-        dlib::deserialize(initial_shape_, in);
-        dlib::deserialize(forests, in);
-        dlib::deserialize(anchor_idx, in);
-        dlib::deserialize(deltas, in);
-        in.clear();
-        in.seekg(0);
-        dlib::deserialize(sp_, in);
-    } catch (const std::exception& e) {
-        throw std::runtime_error("corrupt or unsupported shape predictor model file " + path +
-                                 ": " + e.what());
-    }
-    const long dim = static_cast<long>(initial_shape_.size());
-    if (dim == 0 || dim % 2 != 0 || forests.size() != anchor_idx.size() ||
-        forests.size() != deltas.size())
-        throw std::runtime_error("corrupt shape predictor model file " + path +
-                                 ": inconsistent sizes");
-    for (long p = 0; p < dim / 2; ++p) initial_points_.push_back(dlib::impl::location(initial_shape_, p));
-    leaf_stride_ = (dim + kLeafAlign - 1) / kLeafAlign * kLeafAlign;
-    cascades_.resize(forests.size());
-    for (size_t c = 0; c < forests.size(); ++c) {
-        Cascade& cas = cascades_[c];
-        cas.anchor_idx = anchor_idx[c];
-        cas.deltas = deltas[c];
-        const auto& trees = forests[c];
-        if (cas.anchor_idx.size() != cas.deltas.size())
-            throw std::runtime_error("corrupt shape predictor model file " + path +
-                                     ": anchor/delta size mismatch");
-        if (cas.deltas.size() > 65536)
-            throw std::runtime_error("unsupported shape predictor model file " + path +
-                                     ": more than 65536 feature pixels per level");
-        for (unsigned long a : cas.anchor_idx) {
-            if (static_cast<long>(a) >= dim / 2)
-                throw std::runtime_error("corrupt shape predictor model file " + path +
-                                         ": anchor index out of range");
-            cas.anchor2.push_back(static_cast<int32_t>(2 * a));
-        }
-        for (const auto& d : cas.deltas) {
-            cas.dx.push_back(d.x());
-            cas.dy.push_back(d.y());
-        }
-        cas.num_trees = static_cast<long>(trees.size());
-        cas.num_splits = trees.empty() ? 0 : static_cast<long>(trees[0].splits.size());
-        cas.num_leaves = trees.empty() ? 0 : static_cast<long>(trees[0].leaf_values.size());
-        cas.leaves = aligned_floats(static_cast<size_t>(cas.num_trees * cas.num_leaves * leaf_stride_));
-        float* leaf_out = cas.leaves.get();
-        for (const auto& t : trees) {
-            if (static_cast<long>(t.splits.size()) != cas.num_splits ||
-                static_cast<long>(t.leaf_values.size()) != cas.num_leaves ||
-                cas.num_leaves != cas.num_splits + 1)
-                throw std::runtime_error("corrupt shape predictor model file " + path +
-                                         ": trees of unequal shape");
-            for (const auto& s : t.splits) {
-                if (s.idx1 >= cas.deltas.size() || s.idx2 >= cas.deltas.size())
-                    throw std::runtime_error("corrupt shape predictor model file " + path +
-                                             ": split feature index out of range");
-                cas.splits.push_back(
-                    {static_cast<uint16_t>(s.idx1), static_cast<uint16_t>(s.idx2), s.thresh});
-            }
-            for (const auto& leaf : t.leaf_values) {
-                if (leaf.size() != dim)
-                    throw std::runtime_error("corrupt shape predictor model file " + path +
-                                             ": leaf of wrong length");
-                std::copy(leaf.begin(), leaf.end(), leaf_out);
-                leaf_out += leaf_stride_;
-            }
-        }
-    }
-}
-
-FeatureView Cascade::feature_view() const {
-    FeatureView v;
-    v.anchor2 = anchor2.data();
-    v.dx = dx.data();
-    v.dy = dy.data();
-    v.num = static_cast<long>(anchor2.size());
-    return v;
-}
-
-ForestView Cascade::forest_view(long dim, long leaf_stride) const {
-    ForestView v;
-    v.splits = splits.data();
-    v.leaves = leaves.get();
-    v.num_trees = num_trees;
-    v.num_splits = num_splits;
-    v.num_leaves = num_leaves;
-    v.dim = dim;
-    v.leaf_stride = leaf_stride;
-    return v;
-}
-
+// Member `rank` of `team` predicts images [0, images.n) together with the others, chunk by chunk
+// (at most kChunk images, sizes as in `chunks`). Per cascade level: (1) feature pixels of the
+// member's own images; (2) walk of its share of the trees for every image; (3) additions of its
+// share of the coordinates for every image, all trees in order; a barrier after each step. The
+// leaves thus stream from memory once per chunk whatever the number of threads, and each
+// coordinate gets dlib's additions in dlib's order.
 template <typename Pixel>
-void ShapeModel::predict_range(const ImageBatch& images, const std::vector<Box>& boxes,
-                               bool rounded, Isa isa, long begin, long end, float* out) const {
-    const Kernels& kernels = kernels_for(isa);
-    const long n = end - begin, dim = this->dim(), parts = num_parts(), stride = leaf_stride_;
-    size_t max_features = 0;
-    for (const Cascade& cas : cascades_) max_features = std::max(max_features, cas.deltas.size());
-    // Features batch-major (kernels.h): feature i of image b at features[i * fstride + b].
-    const long fstride = (n + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
-    AlignedFloats shapes = aligned_floats(static_cast<size_t>(n * stride));
-    std::vector<float> features(max_features * static_cast<size_t>(fstride));
-    std::vector<int32_t> xs(max_features), ys(max_features);
-    std::vector<const float*> leaf_ptrs(static_cast<size_t>(n * kMaxTreeBlock));
+void ShapeModel::predict_member(const ImageBatch& images, const std::vector<Box>& boxes,
+                                bool rounded, const Kernels& kernels, const BatchBuffers& buf,
+                                Team& team, int rank, float* out) const {
+    const long dim = this->dim(), parts = num_parts(), stride = leaf_stride_;
+    const int members = team.size();
+    std::vector<int32_t> xs(buf.max_features), ys(buf.max_features);
+    std::vector<dlib::vector<float, 2>> to_points(static_cast<size_t>(parts));
     std::vector<RawImage<Pixel>> views;
     std::vector<dlib::point_transform_affine> to_img;
-    for (long i = begin; i < end; ++i) {
-        views.push_back(image_at<Pixel>(images, i));
-        to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, i)));
-        std::copy(initial_shape_.begin(), initial_shape_.end(), shapes.get() + (i - begin) * stride);
-    }
-    std::vector<dlib::vector<float, 2>> to_points(static_cast<size_t>(parts));
-    BatchView batch;
-    batch.features = features.data();
-    batch.feature_stride = fstride;
-    batch.shapes = shapes.get();
-    batch.shape_stride = stride;
-    batch.n = n;
-    batch.leaf_ptrs = leaf_ptrs.data();
-    for (size_t c = 0; c < cascades_.size(); ++c) {
-        const Cascade& cas = cascades_[c];
-        // 1. Feature pixels of every image at this level. At the first level every shape is the
-        //    initial shape, so the shape transform is the same for all (and computed once).
-        const dlib::point_transform_affine first =
-            c == 0 && n > 0 ? shape_tform(shapes.get(), parts, initial_points_, to_points)
-                            : dlib::point_transform_affine();
-        for (long b = 0; b < n; ++b) {
-            const float* shape = shapes.get() + b * stride;
-            feature_pixels(kernels, views[b], to_img[b],
-                           c == 0 ? first : shape_tform(shape, parts, initial_points_, to_points),
-                           shape, cas, xs.data(), ys.data(), features.data() + b, fstride);
+    const Range coords = share(dim, members, rank, kLeafAlign);
+    for (long c = 0; c < buf.chunks; ++c) {
+        const long begin = images.n * c / buf.chunks, end = images.n * (c + 1) / buf.chunks;
+        const long n = end - begin;
+        if (c > 0) team.barrier();  // the last chunk's points are written: reuse the buffers
+        BatchView batch;
+        batch.features = buf.features.get();
+        batch.feature_stride = (n + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
+        batch.shapes = buf.shapes.get();
+        batch.shape_stride = stride;
+        batch.n = n;
+        batch.leaf_idx = buf.leaf_idx.get();
+        batch.idx_stride = (n + 31) / 32 * 32;  // whole 64-byte rows per tree
+        // Whole cache lines of feature values per member.
+        const Range own = share(n, members, rank, kBatchAlign);
+        views.clear();
+        to_img.clear();
+        for (long b = own.begin; b < own.end; ++b) {
+            views.push_back(image_at<Pixel>(images, begin + b));
+            to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, begin + b)));
+            std::copy(initial_shape_.begin(), initial_shape_.end(), batch.shapes + b * stride);
         }
-        // 2. The level's trees over the batch, in dlib's order per image (kernels.h).
-        kernels.forest(cas.forest_view(dim, stride), batch, kTreeBlock);
+        for (size_t level = 0; level < cascades_.size(); ++level) {
+            const Cascade& cas = cascades_[level];
+            // 1. At the first level every shape is the initial shape, so the shape transform is
+            //    the same for all (and computed once).
+            const dlib::point_transform_affine first =
+                level == 0 ? shape_tform(&initial_shape_(0), parts, initial_points_, to_points)
+                           : dlib::point_transform_affine();
+            for (long b = own.begin; b < own.end; ++b) {
+                const float* shape = batch.shapes + b * stride;
+                feature_pixels(kernels, views[b - own.begin], to_img[b - own.begin],
+                               level == 0 ? first
+                                          : shape_tform(shape, parts, initial_points_, to_points),
+                               shape, cas, xs.data(), ys.data(), buf.features.get() + b,
+                               batch.feature_stride);
+            }
+            team.barrier();
+            // 2. and 3. The level's trees over the batch, in dlib's order per image (kernels.h).
+            const ForestView forest = cas.forest_view(dim, stride);
+            const Range trees = share(cas.num_trees, members, rank, 1);
+            kernels.walk(forest, batch, trees.begin, trees.end);
+            team.barrier();
+            if (coords.begin < coords.end)
+                kernels.add(forest, batch, coords.begin, coords.end, kTreeBlock);
+            team.barrier();
+        }
+        for (long b = own.begin; b < own.end; ++b)
+            write_points(to_img[b - own.begin], batch.shapes + b * stride, parts, rounded,
+                         out + (begin + b) * parts * 2);
     }
-    for (long b = 0; b < n; ++b)
-        write_points(to_img[b], shapes.get() + b * stride, parts, rounded,
-                     out + (begin + b) * parts * 2);
 }
 
 template <typename Pixel>
@@ -301,8 +228,9 @@ template <typename Pixel>
 void ShapeModel::predict_dlib_range(const ImageBatch& images, const std::vector<Box>& boxes,
                                     long begin, long end, float* out) const {
     const long parts = num_parts();
+    const dlib::shape_predictor& sp = dlib_model();
     for (long i = begin; i < end; ++i) {
-        const dlib::full_object_detection det = sp_(image_at<Pixel>(images, i), to_rect(boxes, i));
+        const dlib::full_object_detection det = sp(image_at<Pixel>(images, i), to_rect(boxes, i));
         float* o = out + i * parts * 2;
         for (long p = 0; p < parts; ++p) {
             o[2 * p] = static_cast<float>(det.part(p).x());
@@ -314,29 +242,42 @@ void ShapeModel::predict_dlib_range(const ImageBatch& images, const std::vector<
 void ShapeModel::predict(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
                          int num_threads, Isa isa, float* out) const {
     kernels_for(isa);  // unsupported: throw before any thread starts
-    parallel_for(images.n, num_threads, [&](long begin, long end) {
-        if (isa == Isa::kReference) {
+    if (isa == Isa::kReference) {
+        parallel_for(images.n, num_threads, [&](long begin, long end) {
             if (images.channels == 3)
                 predict_reference_range<dlib::rgb_pixel>(images, boxes, rounded, begin, end, out);
             else
                 predict_reference_range<unsigned char>(images, boxes, rounded, begin, end, out);
-        } else {
-            // Chunks of at most kChunk images: their features and shapes stay in L2.
-            const long chunks = (end - begin + kChunk - 1) / kChunk;
-            for (long c = 0; c < chunks; ++c) {
-                const long b0 = begin + (end - begin) * c / chunks;
-                const long b1 = begin + (end - begin) * (c + 1) / chunks;
-                if (images.channels == 3)
-                    predict_range<dlib::rgb_pixel>(images, boxes, rounded, isa, b0, b1, out);
-                else
-                    predict_range<unsigned char>(images, boxes, rounded, isa, b0, b1, out);
-            }
-        }
+        });
+        return;
+    }
+    if (images.n <= 0) return;
+    const Kernels& kernels = kernels_for(isa);
+    // Shared by the team: chunks of at most kChunk images, their features and shapes in L2.
+    BatchBuffers buf;
+    buf.chunks = (images.n + kChunk - 1) / kChunk;
+    const long max_n = (images.n + buf.chunks - 1) / buf.chunks;
+    long max_trees = 0;
+    for (const Cascade& cas : cascades_) {
+        buf.max_features = std::max(buf.max_features, cas.deltas.size());
+        max_trees = std::max(max_trees, cas.num_trees);
+    }
+    buf.shapes = aligned_floats(static_cast<size_t>(max_n * leaf_stride_));
+    buf.features = aligned_floats(buf.max_features * static_cast<size_t>(max_n + kBatchAlign));
+    buf.leaf_idx.reset(static_cast<uint16_t*>(std::aligned_alloc(
+        64, static_cast<size_t>(std::max(1L, max_trees) * ((max_n + 31) / 32 * 32)) * 2)));
+    if (!buf.leaf_idx) throw std::bad_alloc();
+    run_team(num_threads, [&](Team& team, int rank) {
+        if (images.channels == 3)
+            predict_member<dlib::rgb_pixel>(images, boxes, rounded, kernels, buf, team, rank, out);
+        else
+            predict_member<unsigned char>(images, boxes, rounded, kernels, buf, team, rank, out);
     });
 }
 
 void ShapeModel::predict_dlib(const ImageBatch& images, const std::vector<Box>& boxes,
                               int num_threads, float* out) const {
+    dlib_model();  // load once, before the threads start (a missing file throws here)
     parallel_for(images.n, num_threads, [&](long begin, long end) {
         if (images.channels == 3)
             predict_dlib_range<dlib::rgb_pixel>(images, boxes, begin, end, out);

@@ -5,10 +5,12 @@
 // Points: float (N, P, 2), (x, y) in pixels.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,29 @@ struct FreeDeleter {
 using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
 AlignedFloats aligned_floats(size_t count);
 
+// Threads that run one function together and meet at barriers (run_team).
+class Team {
+   public:
+    explicit Team(int size) : size_(size) {}
+    int size() const { return size_; }
+    // Waits until every member arrived (spinning briefly, then yielding the core). Throws
+    // Team::Aborted when another member failed, so that no member waits forever.
+    void barrier();
+    struct Aborted {};
+
+   private:
+    friend void run_team(int, const std::function<void(Team&, int)>&);
+    const int size_;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned> generation_{0};
+    std::atomic<bool> failed_{false};
+};
+
+// Runs fn(team, rank) for rank = 0 .. num_threads - 1 (num_threads <= 0: all cores), rank 0 on
+// the calling thread. The first exception thrown by a member is rethrown after all joined.
+void run_team(int num_threads, const std::function<void(Team&, int)>& fn);
+
+
 // One cascade level, packed for batch-major evaluation (layout in kernels.h).
 struct Cascade {
     std::vector<unsigned long> anchor_idx;       // (F,)
@@ -67,9 +92,12 @@ struct Cascade {
 
 class ShapeModel {
    public:
-    // Loads dlib's serialized shape_predictor with dlib's own deserializers.
-    // Throws std::runtime_error naming the path on a missing or corrupt file.
+    // Loads dlib's serialized shape_predictor with dlib's own deserializers, packing it one
+    // cascade at a time (model_load.cpp). Throws std::runtime_error naming the path on a missing
+    // or corrupt file.
     explicit ShapeModel(const std::string& path);
+    ShapeModel(const ShapeModel&) = delete;
+    ShapeModel& operator=(const ShapeModel&) = delete;
 
     long num_parts() const { return static_cast<long>(initial_shape_.size() / 2); }
     long dim() const { return static_cast<long>(initial_shape_.size()); }
@@ -86,14 +114,23 @@ class ShapeModel {
                  int num_threads, Isa isa, float* out) const;
 
     // dlib's own per-image call (dlib::shape_predictor::operator()), rounded points.
-    // The reference implementation for tests and the no-batching benchmark line.
+    // The reference implementation for tests and the no-batching benchmark line. The first call
+    // loads dlib's own copy of the model from the file (about 100 MB for the 68-point model).
     void predict_dlib(const ImageBatch& images, const std::vector<Box>& boxes, int num_threads,
                       float* out) const;
 
    private:
+    // Buffers a team shares in predict.
+    struct BatchBuffers {
+        long chunks = 0;
+        size_t max_features = 0;
+        AlignedFloats shapes, features;
+        std::unique_ptr<uint16_t[], FreeDeleter> leaf_idx;
+    };
     template <typename Pixel>
-    void predict_range(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
-                       Isa isa, long begin, long end, float* out) const;
+    void predict_member(const ImageBatch& images, const std::vector<Box>& boxes, bool rounded,
+                        const Kernels& kernels, const BatchBuffers& buf, Team& team, int rank,
+                        float* out) const;
     template <typename Pixel>
     void predict_reference_range(const ImageBatch& images, const std::vector<Box>& boxes,
                                  bool rounded, long begin, long end, float* out) const;
@@ -101,7 +138,13 @@ class ShapeModel {
     void predict_dlib_range(const ImageBatch& images, const std::vector<Box>& boxes, long begin,
                             long end, float* out) const;
 
-    dlib::shape_predictor sp_;
+    // dlib's shape_predictor, read from path_ on first use (thread-safe): only predict_dlib
+    // needs it, and it would double the memory the model takes.
+    const dlib::shape_predictor& dlib_model() const;
+
+    std::string path_;
+    mutable std::once_flag dlib_once_;
+    mutable std::unique_ptr<dlib::shape_predictor> dlib_sp_;
     dlib::matrix<float, 0, 1> initial_shape_;
     std::vector<dlib::vector<float, 2>> initial_points_;  // initial_shape_ as points
     long leaf_stride_ = 0;
