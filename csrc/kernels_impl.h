@@ -59,15 +59,37 @@ inline void add_pass_n(int regs, float* shape, const float* const* leaves, long 
         add_pass_n<R - 1>(regs, shape, leaves, count, offset);
 }
 
+// Prefetches the lines of a block's leaves (rows [0, rows), columns [c0, c1)) a few at a time,
+// so that the next block streams in from memory while the current one is added. A burst of
+// prefetches at the start of a block (the earlier way) filled the miss buffers and stalled the
+// additions until the whole block had arrived: memory time and addition time added up.
+struct Prefetcher {
+    const float* row = nullptr;
+    long rows = 0, stride = 0, c0 = 0, c1 = 0, c = 0;
+    Prefetcher() = default;
+    Prefetcher(const float* first, long num_rows, long row_stride, long col0, long col1)
+        : row(first), rows(num_rows), stride(row_stride), c0(col0), c1(col1), c(col0) {}
+    long lines() const { return rows * ((c1 - c0 + 15) / 16); }
+    inline void step(long lines) {
+        constexpr long kLine = 64 / static_cast<long>(sizeof(float));
+        for (; lines > 0 && rows > 0; --lines) {
+            __builtin_prefetch(row + c, 0, 2);
+            c += kLine;
+            if (c >= c1) c = c0, row += stride, --rows;
+        }
+    }
+};
+
 // shape_b[c0, c1) += the leaves of trees [t0, t0 + count) for every image b, in tree order; in
 // passes of at most kRegs vectors of about equal size, each pass's running sums in registers
-// across the block's trees.
+// across the block's trees. `pf` advances by per_image lines before each image.
 inline void add_block(const ForestView& fv, const BatchView& bv, long t0, long count, long c0,
-                      long c1) {
+                      long c1, Prefetcher& pf, long per_image) {
     const long num_vec = (c1 - c0 + kWidth - 1) / kWidth;
     const long passes = (num_vec + kRegs - 1) / kRegs;
     const float* ptrs[kMaxTreeBlock];
     for (long b = 0; b < bv.n; ++b) {
+        pf.step(per_image);
         for (long k = 0; k < count; ++k) {
             const long leaf = bv.leaf_idx[(t0 + k) * bv.idx_stride + b];
             ptrs[k] = fv.leaves + ((t0 + k) * fv.num_leaves + leaf) * fv.leaf_stride;
@@ -150,23 +172,22 @@ void walk_vector(const ForestView& fv, const BatchView& bv, long t0, long t1) {
     }
 }
 
-// Loads the slice [c0, c1) of the leaves of trees [t0, t0 + count) towards L2 while the previous
-// block is added: a batch of 64 faces touches nearly every leaf, and the 65 MB model does not fit
-// in cache, so without this each block would start with a wait on memory.
-inline void prefetch_leaves(const ForestView& fv, long t0, long count, long c0, long c1) {
-    const float* row = fv.leaves + t0 * fv.num_leaves * fv.leaf_stride;
-    constexpr long kLine = 64 / static_cast<long>(sizeof(float));
-    for (long r = 0; r < count * fv.num_leaves; ++r, row += fv.leaf_stride)
-        for (long c = c0; c < c1; c += kLine) __builtin_prefetch(row + c, 0, 2);
-}
-
+// Each block's leaves (slice [c0, c1)) are prefetched towards L2 while the block before it is
+// added, spread evenly over its images: a batch of 16 faces or more touches nearly every leaf,
+// and the 65 MB model does not fit in cache.
 void add(const ForestView& fv, const BatchView& bv, long c0, long c1, long tree_block) {
     const long block = tree_block < 1 ? 1 : (tree_block > kMaxTreeBlock ? kMaxTreeBlock : tree_block);
+    const long L = fv.num_leaves, stride = fv.leaf_stride;
     for (long t0 = 0; t0 < fv.num_trees; t0 += block) {
         const long count = fv.num_trees - t0 < block ? fv.num_trees - t0 : block;
         const long next = fv.num_trees - t0 - count < block ? fv.num_trees - t0 - count : block;
-        if (bv.n >= 16 && next > 0) prefetch_leaves(fv, t0 + count, next, c0, c1);
-        add_block(fv, bv, t0, count, c0, c1);
+        Prefetcher pf;
+        long per_image = 0;
+        if (bv.n >= 16 && next > 0) {
+            pf = Prefetcher(fv.leaves + (t0 + count) * L * stride, next * L, stride, c0, c1);
+            per_image = (pf.lines() + bv.n - 1) / bv.n;
+        }
+        add_block(fv, bv, t0, count, c0, c1, pf, per_image);
     }
 }
 
