@@ -2,9 +2,11 @@
 "train until it stops improving".
 
 Held-out set: embedded **test** images 256-319 (never trained on; disjoint from the images
-``make run`` evaluates, 0-7, and from the paper preset's first 256), each with the four thesis
-masks (seed 0). Every checkpoint the trainer writes (``checkpoint.pt``, every
-``--checkpoint-every`` iterations) is snapshotted as ``snapshots/iter_NNNNNN.pt`` and scored.
+``make run`` evaluates, 0-7; but **inside the paper preset's 0-499**: a paper-preset table on
+``embedded`` evaluates these 64 images too, so its CE/GFC rows had their checkpoint chosen on
+64 of its 500 images), each with the four thesis masks (seed 0). Every checkpoint the trainer
+writes (``checkpoint.pt``, every ``--checkpoint-every`` iterations) is snapshotted as
+``snapshots/iter_NNNNNN.pt`` and scored.
 
 Plateau rule (stated once here, printed in the CSV's companion): for every mask, the PSNR gain
 over the last quarter of training, ``mean(last two points) - PSNR at 3/4 of the iterations``, is
@@ -16,6 +18,9 @@ GFC's input fills the hole with uniform noise; an under-trained GFC passes part 
 (the coloured speckle in early grids). ``noise_l1`` measures that: the mean |difference| (0-1
 range) inside the hole between two completions of the same image with two different noise
 draws. A model that has learnt to ignore the noise scores near 0 (CE has no noise input: empty).
+
+The shipped CE/GFC weights are the snapshot with the highest mean held-out PSNR over the four
+masks (early stopping on the held-out set; ``best_snapshot``), from a run stopped by the rule.
 
 Writes ``heldout.csv`` (iter, mask, psnr, ssim, noise_l1) and ``heldout.png`` into RUN_DIR.
 """
@@ -121,6 +126,14 @@ def plateau_gain(curve: dict) -> dict:
     return gains
 
 
+def best_snapshot(curve: dict) -> int:
+    """The iteration with the highest mean PSNR over the four masks (every mask scored)."""
+    full = [i for i in curve if all(m in curve[i] for m in MASKS)]
+    if not full:
+        raise ValueError("no snapshot scored on every mask")
+    return max(full, key=lambda i: (float(np.mean([curve[i][m][0] for m in MASKS])), -i))
+
+
 def plot(curve: dict, path: str, title: str) -> None:
     import matplotlib
 
@@ -199,6 +212,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"after {last} iters, gain over the last quarter: "
                   + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
                   + (" -> plateau" if done else ""), flush=True)
+        if curve:
+            print(f"best snapshot (mean held-out PSNR over the masks): iteration {best_snapshot(curve)}", flush=True)
         if a.watch is None:
             return 0
         alive = os.path.exists(f"/proc/{a.watch}")

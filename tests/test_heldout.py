@@ -18,6 +18,16 @@ def test_flat_curve_is_a_plateau():
     assert all(0 <= v < 0.1 for v in g.values())
 
 
+def test_best_snapshot_is_the_highest_mean_over_masks():
+    from bench.heldout import best_snapshot
+
+    curve = _curve(lambda i: 20.0, [250, 500, 750])
+    curve[500] = {m: (21.0 if m == "centre" else 20.0, 0.5) for m in MASKS}  # +0.25 dB mean
+    curve[750] = {"centre": (30.0, 0.5)}  # one mask only: not a candidate
+    assert best_snapshot(curve) == 500
+    assert best_snapshot(_curve(lambda i: 20.0, [250, 500])) == 250  # ties: the earlier one
+
+
 def test_too_short_curve_gives_nan():
     assert all(math.isnan(v) for v in plateau_gain(_curve(lambda i: 20.0, [250, 500])).values())
 
