@@ -190,7 +190,7 @@ class UnitRunner:
         t0 = time.perf_counter()
         if unit.shares:
             margins = [parse_label(label).overrides()["landmark_margin_px"] for label in unit.shares]
-            outs, extras = inp.inpaint_choices(x, holes, indices, margins), inp._extras
+            outs, extras = inp.inpaint_choices(x, holes, indices, margins), inp.extras()
         else:
             outs, extras = [inp.inpaint(x, holes, image_indices=indices)], [inp.extra()]
         seconds = (time.perf_counter() - t0) / len(x)

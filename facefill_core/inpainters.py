@@ -81,6 +81,7 @@ class LatentInpainter(Inpainter):
         cfg = dataclasses.replace(cfg, method=info.name)
         self.search = LatentSearchInpainter(g, d, cfg, box=self.box, predictor=predictor, device=device)
         self._last: dict = {}
+        self._extras: list = []
 
     def inpaint(self, images, holes, image_indices=None):
         return self.inpaint_choices(images, holes, image_indices)[0]
@@ -99,6 +100,10 @@ class LatentInpainter(Inpainter):
 
     def extra(self) -> dict:
         return self._last
+
+    def extras(self) -> list[dict]:
+        """:meth:`extra` of each result of the last :meth:`inpaint_choices`, in its order."""
+        return self._extras
 
     @property
     def landmark_backend(self) -> Optional[str]:
