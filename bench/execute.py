@@ -83,13 +83,10 @@ def _results(cfg: BenchConfig, units: list, inputs: WorkerInputs, verbose: bool)
     init_ray(cfg, n_actors, cfg.gpus, verbose)
     try:
         Worker = make_ray_worker()
-        # one copy in the object store, read by every actor; handed down inside a list so the
-        # actor fetches it itself (the driver holds the reference for the whole run, so a
-        # restarted actor finds it; as a bare argument Ray logs an error-level warning per actor)
-        inputs_ref = ray.put(inputs)
+        inputs_ref = ray.put(inputs)  # one copy in the object store, read by every actor
         actors = [
             Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(
-                cfg, cfg.out, [inputs_ref], device, threads
+                cfg, cfg.out, inputs_ref, device, threads
             )
             for _ in range(min(n_actors, len(units)))
         ]

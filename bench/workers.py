@@ -255,8 +255,7 @@ def make_ray_worker():
 
     @ray.remote
     class RayWorker:
-        def __init__(self, cfg, run_dir: str, inputs_ref: list, device: str, num_threads: int) -> None:
-            inputs = ray.get(inputs_ref[0])  # the driver's WorkerInputs (see bench.execute)
+        def __init__(self, cfg, run_dir: str, inputs: WorkerInputs, device: str, num_threads: int) -> None:
             if device.startswith("cuda"):
                 device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
             self.runner = UnitRunner(cfg, run_dir, inputs, device, num_threads)
