@@ -183,6 +183,15 @@ def update(run_dir: str, kind: str, held: HeldOut) -> dict:
     return curve
 
 
+def _report(curve: dict, gains: dict, done: bool) -> None:
+    print(f"after {max(curve)} iters, gain over the last quarter: "
+          + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
+          + (" -> plateau" if done else ""), flush=True)  # fmt: skip
+    full = [i for i in curve if all(m in curve[i] for m in MASKS)]
+    if full:
+        print(f"best snapshot (mean held-out PSNR over the masks): iteration {best_snapshot(curve)}", flush=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.heldout", description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
@@ -209,11 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         done = last >= a.min_iters and all(np.isfinite(g) and g < a.min_gain for g in gains.values())
         if curve and last != reported:
             reported = last
-            print(f"after {last} iters, gain over the last quarter: "
-                  + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
-                  + (" -> plateau" if done else ""), flush=True)
-        if curve:
-            print(f"best snapshot (mean held-out PSNR over the masks): iteration {best_snapshot(curve)}", flush=True)
+            _report(curve, gains, done)
         if a.watch is None:
             return 0
         alive = os.path.exists(f"/proc/{a.watch}")
@@ -221,9 +226,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             os.kill(a.watch, signal.SIGINT)
             print(f"plateau reached at {last} iterations: stopped trainer {a.watch}", flush=True)
             return 0
-        if not alive:
+        if not alive:  # the trainer ended on its own: score its last checkpoint too
             _snapshot(a.run_dir)
-            update(a.run_dir, a.kind, held)
+            curve = update(a.run_dir, a.kind, held)
+            if curve and max(curve) != reported:
+                gains = plateau_gain(curve)
+                _report(curve, gains, all(np.isfinite(g) and g < a.min_gain for g in gains.values()))
             return 0
         time.sleep(a.poll_s)
 

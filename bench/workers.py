@@ -165,6 +165,8 @@ class UnitRunner:
 
     def run(self, unit: Unit) -> dict:
         """The result of a unit without shared labels (see :meth:`results`)."""
+        if unit.shares:
+            raise ValueError(f"unit {unit.uid} serves {len(unit.shares)} more labels: use results()")
         return self.results(unit)[0]
 
     def results(self, unit: Unit) -> list[dict]:
@@ -174,8 +176,8 @@ class UnitRunner:
 
         from facefill_core.imaging import to_uint8_nhwc
 
-        if self.cfg.inject_crash == unit.uid:
-            marker = os.path.join(self.run_dir, f".crashed-{unit.uid}")
+        if self.cfg.inject_crash in {m.uid for m in unit.members()}:  # any member's uid
+            marker = os.path.join(self.run_dir, f".crashed-{self.cfg.inject_crash}")
             if not os.path.exists(marker):
                 open(marker, "w").close()
                 os._exit(17)  # a real worker death, once

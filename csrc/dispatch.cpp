@@ -9,14 +9,20 @@
 #include <stdexcept>
 #include <thread>
 
+#include <sched.h>
+
 #include "landmarks.h"
 
 namespace facefill {
 
 namespace {
 
+// 0 = the CPUs this process may run on (its affinity mask: a container's or taskset's limit),
+// not the host's core count: a team larger than that spins at its barriers.
 int resolve_threads(int num_threads) {
     if (num_threads > 0) return num_threads;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : static_cast<int>(hw);
 }
@@ -142,8 +148,8 @@ void Team::barrier() {
     }
 }
 
-void run_team(int num_threads, const std::function<void(Team&, int)>& fn) {
-    Team team(resolve_threads(num_threads));
+void run_team(int num_threads, long max_members, const std::function<void(Team&, int)>& fn) {
+    Team team(static_cast<int>(std::max(1L, std::min<long>(resolve_threads(num_threads), max_members))));
     std::exception_ptr first_error;
     std::mutex error_mutex;
     const auto member = [&](int rank) {

@@ -59,6 +59,7 @@ constexpr long kTreeBlock = 12;
 // Images per batch-major pass: 256 faces' features (500 x 256 floats) and shapes stay in L2;
 // each pass streams the leaves (65 MB for the 68-point model) once, about 250 KB per face.
 constexpr long kChunk = 256;
+constexpr long kImagesPerMember = 8;  // smaller batches use fewer threads (a member per 8 images)
 
 // [begin, end) of `total` items for member `rank` of `members`: contiguous shares of whole
 // groups of `align` items, as equal as the groups allow.
@@ -270,7 +271,7 @@ void ShapeModel::predict(const ImageBatch& images, const std::vector<Box>& boxes
     buf.leaf_idx.reset(static_cast<uint16_t*>(std::aligned_alloc(
         64, static_cast<size_t>(std::max(1L, max_trees) * ((max_n + 31) / 32 * 32)) * 2)));
     if (!buf.leaf_idx) throw std::bad_alloc();
-    run_team(num_threads, [&](Team& team, int rank) {
+    run_team(num_threads, (images.n + kImagesPerMember - 1) / kImagesPerMember, [&](Team& team, int rank) {
         if (images.channels == 3)
             predict_member<dlib::rgb_pixel>(images, boxes, rounded, kernels, buf, team, rank, out);
         else

@@ -65,16 +65,17 @@ class Team {
     struct Aborted {};
 
    private:
-    friend void run_team(int, const std::function<void(Team&, int)>&);
+    friend void run_team(int, long, const std::function<void(Team&, int)>&);
     const int size_;
     std::atomic<int> arrived_{0};
     std::atomic<unsigned> generation_{0};
     std::atomic<bool> failed_{false};
 };
 
-// Runs fn(team, rank) for rank = 0 .. num_threads - 1 (num_threads <= 0: all cores), rank 0 on
-// the calling thread. The first exception thrown by a member is rethrown after all joined.
-void run_team(int num_threads, const std::function<void(Team&, int)>& fn);
+// Runs fn(team, rank) for rank = 0 .. members - 1, rank 0 on the calling thread; members =
+// min(num_threads (<= 0: the CPUs this process may use), max_members): a member has barriers to
+// pass even with no work. The first exception thrown by a member is rethrown after all joined.
+void run_team(int num_threads, long max_members, const std::function<void(Team&, int)>& fn);
 
 
 // One cascade level, packed for batch-major evaluation (layout in kernels.h).

@@ -256,7 +256,7 @@ class LatentSearchInpainter:
         holes = holes.to(self.device, torch.float32)
         known_all = holes.flatten(1).max(1).values < 0.5
         if known_all.any():
-            warnings.warn(f"{int(known_all.sum())} image(s) have no hole; returned unchanged", stacklevel=2)
+            warnings.warn(f"{int(known_all.sum())} image(s) have no hole; returned unchanged", stacklevel=3)
         search = (~known_all).nonzero().flatten().tolist()
 
         margins = (cfg.landmark_margin_px, *(float(x) for x in other_margins))
@@ -378,7 +378,7 @@ class LatentSearchInpainter:
             finite = torch.isfinite(total)
             dropped = (~finite).sum(1).tolist()
             if any(dropped) and i == 0:
-                warnings.warn(f"dropped {sum(dropped)} candidate(s) with a non-finite loss", stacklevel=3)
+                warnings.warn(f"dropped {sum(dropped)} candidate(s) with a non-finite loss", stacklevel=4)
             masked_total = torch.where(finite, total, torch.full_like(total, float("inf")))
             best = masked_total.argmin(1)
             if not finite.any(1).all():

@@ -94,7 +94,7 @@ class LandmarkPredictor:
     """
 
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 0, isa: Optional[str] = None) -> None:
-        path = model_path or DEFAULT_MODEL_PATH
+        path = os.path.abspath(model_path or DEFAULT_MODEL_PATH)  # dlib's own copy loads lazily, maybe after a chdir
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"dlib shape predictor model not found at {path}; install it with "

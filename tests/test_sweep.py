@@ -188,3 +188,37 @@ def test_margin_variants_share_one_search_and_equal_separate_runs(tmp_path):
     assert differ, "margins 0 and 8 chose the same candidate everywhere: the test cannot tell them apart"
     log = open(os.path.join(shared, "run.log")).read()
     assert log.count("unit done") == 4  # 2 methods x 2 margins written from 2 searches
+
+
+def test_inject_crash_fires_on_any_member_of_a_shared_unit(tmp_path, monkeypatch):
+    """--inject-crash names a unit by uid; a margin variant that rides on another label's search
+    must still crash (once), or a kill-and-resume test of a sweep would test nothing."""
+    import dataclasses
+
+    from bench.rundir import prepare_run_dir
+    from bench.workers import UnitRunner, plan_units, resolve_inputs
+    from facefill_core.config import BenchConfig
+
+    cfg = BenchConfig(masks=("centre",), methods=("si-ld",), n_images=1, candidates=2, iters=1, out=str(tmp_path),
+                      sweep=(("margin", (1.0, 5.0)),))  # fmt: skip
+    (unit,) = plan_units(cfg)
+    assert unit.shares == ("si-ld[margin=5]",)
+    target = unit.members()[1].uid
+    cfg = dataclasses.replace(cfg, inject_crash=target)
+    inputs = resolve_inputs(cfg)
+    prepare_run_dir(cfg, False, inputs.test_set.metadata)
+
+    class Died(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Died(code)
+
+    monkeypatch.setattr("bench.workers.os._exit", fake_exit)
+    runner = UnitRunner(cfg, str(tmp_path), inputs, "cpu", 1)
+    with pytest.raises(Died):
+        runner.results(unit)
+    assert (tmp_path / f".crashed-{target}").exists()
+    assert [r["uid"] for r in runner.results(unit)] == [m.uid for m in unit.members()]  # once only
+    with pytest.raises(ValueError, match="use results"):
+        runner.run(unit)
