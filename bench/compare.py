@@ -68,7 +68,8 @@ def format_result(res: dict, reference: str, new: str) -> str:
         where = "" if k is None else f" ({k[0]}, {k[1]}, {k[2]})"
         lines.append(f"  max |d {m}| = {d:.3g}{where}  tolerance {TOLERANCES[m]:g}")
     if res["only_reference"] or res["only_new"]:
-        lines.append(f"  ids only in the reference: {len(res['only_reference'])}, only in the new run: {len(res['only_new'])}")
+        only_ref, only_new = len(res["only_reference"]), len(res["only_new"])
+        lines.append(f"  ids only in the reference: {only_ref}, only in the new run: {only_new}")
     lines.append("  AGREE within tolerance" if res["ok"] else "  DIFFER beyond tolerance")
     return "\n".join(lines)
 
