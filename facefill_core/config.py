@@ -25,6 +25,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     device: str = "cpu"
     num_threads: int = 0  # 0: torch's default
+    train_masks: str = "all"  # ce/gfc holes: all (the four evaluation masks) | centre | square (models/common.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument(
+        "--train-masks",
+        choices=["all", "centre", "square"],
+        default=TrainConfig.train_masks,
+        help="ce/gfc training holes: all four evaluation masks, the centre hole only, or random squares",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", default=None, help="after training, write compact fp16 weights here")
@@ -106,6 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         checkpoint_every=a.checkpoint_every,
         device=a.device,
         num_threads=a.threads,
+        train_masks=a.train_masks,
     )
     command = ["python", "-m", "facefill_core.train", *argv]
     try:

@@ -11,9 +11,33 @@ from facefill_core.imaging import composite, damaged
 from facefill_core.masks import THESIS_MASKS, make_masks
 
 
-def sample_training_masks(n: int, gen: torch.Generator, size: int = 64) -> Tensor:
-    """One model covers every evaluation mask: each sample gets centre, left, right or random
-    (80%) with equal probability; random masks seeded from ``gen``. ``(n, 1, size, size)``."""
+TRAIN_MASK_PROTOCOLS = ("all", "centre", "square")
+SQUARE_SIDE_PX = (16, 32)  # "square": side uniform in [16, 32] px (inclusive), placed uniformly inside
+
+
+def sample_training_masks(n: int, gen: torch.Generator, size: int = 64, protocol: str = "all") -> Tensor:
+    """Training holes ``(n, 1, size, size)``, 1 = hole, drawn from ``gen``.
+
+    Protocols:
+        ``all``: one model covers every evaluation mask: each sample gets centre, left, right or
+            random (80%) with equal probability.
+        ``centre``: the centre hole only (a quarter of the area), Pathak et al.'s Context Encoder
+            protocol.
+        ``square``: one axis-aligned square per image, side uniform in ``SQUARE_SIDE_PX``, placed
+            uniformly so that it lies inside the image (Li et al.'s GFC trains on random squares).
+    """
+    if protocol == "centre":
+        return make_masks(MaskConfig("centre"), n, size)
+    if protocol == "square":
+        lo, hi = SQUARE_SIDE_PX
+        sides = torch.randint(lo, hi + 1, (n,), generator=gen).tolist()
+        out = torch.zeros(n, 1, size, size)
+        for i, s in enumerate(sides):
+            top, left = (int(v) for v in torch.randint(0, size - s + 1, (2,), generator=gen))
+            out[i, :, top : top + s, left : left + s] = 1.0
+        return out
+    if protocol != "all":
+        raise ValueError(f"protocol must be one of {', '.join(TRAIN_MASK_PROTOCOLS)}, got {protocol!r}")
     kinds = torch.randint(0, len(THESIS_MASKS), (n,), generator=gen).tolist()
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     out = torch.empty(n, 1, size, size)

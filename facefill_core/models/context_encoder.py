@@ -92,7 +92,7 @@ class CETask:
     def set_data(self, data_u8, mean_colour) -> None:
         self.mean_colour = mean_colour
         g = torch.Generator().manual_seed(777)
-        self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g))
+        self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g, protocol=self.cfg.train_masks))
 
     def modules(self):
         return {"G": self.net, "D": self.D}
@@ -101,7 +101,7 @@ class CETask:
         return {"G": self.opt_g, "D": self.opt_d}
 
     def step(self, real: Tensor, gen: torch.Generator) -> dict:
-        holes = sample_training_masks(real.shape[0], gen).to(self.device)
+        holes = sample_training_masks(real.shape[0], gen, protocol=self.cfg.train_masks).to(self.device)
         out = self.net(fill_mean(real, holes, self.mean_colour))
         comp = composite(real, out, holes)
         ones = torch.ones(real.shape[0], device=self.device)

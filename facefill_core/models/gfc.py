@@ -116,7 +116,7 @@ class GFCTask:
 
     def set_data(self, data_u8, mean_colour) -> None:
         g = torch.Generator().manual_seed(777)
-        self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g))
+        self._fixed = (uint8_to_signed(data_u8[:16].numpy()), sample_training_masks(16, g, protocol=self.cfg.train_masks))
 
     def modules(self):
         return {"G": self.net, "Dg": self.Dg, "Dl": self.Dl}
@@ -125,7 +125,7 @@ class GFCTask:
         return {"G": self.opt_g, "D": self.opt_d}
 
     def step(self, real: Tensor, gen: torch.Generator) -> dict:
-        holes = sample_training_masks(real.shape[0], gen).to(self.device)
+        holes = sample_training_masks(real.shape[0], gen, protocol=self.cfg.train_masks).to(self.device)
         out = self.net(gfc_input(real, holes, gen))
         comp = composite(real, out, holes)
         n = real.shape[0]
