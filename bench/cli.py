@@ -10,11 +10,13 @@ import math
 import os
 
 from bench.cluster import check_address_token
+from bench.numerics import MODES, usable_cpus
 from bench.sweep import PARAMS, parse_sweeps
 from facefill_core.config import PRESETS, BenchConfig
 from facefill_core.data import FaceDataset
-from facefill_core.masks import MASK_KINDS, parse_masks
-from facefill_core.methods import ALL_METHODS, METHODS, WEIGHTS_KINDS, method_info, parse_methods
+from facefill_core.judges import MODEL_FILES, model_path, parse_judges
+from facefill_core.masks import MASK_KINDS, folder_masks, parse_mask_spec
+from facefill_core.methods import ALL_METHODS, METHODS, WEIGHTS_KINDS, method_info, parse_methods, weights_field
 from facefill_core.pretrained import shipped_path
 
 IMAGE_SIZE = 64  # every image is 64x64 (facefill_core/__init__.py)
@@ -31,10 +33,21 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bench.run", description="Benchmark face inpainting methods.")
-    p.add_argument("--masks", default="all", help=f"all | comma list of {','.join(MASK_KINDS)}")
-    p.add_argument("--methods", default="all", help=f"all | comma list ({','.join(ALL_METHODS)})")
+    p.add_argument(
+        "--masks", default="all", help=f"all | comma list of {','.join(MASK_KINDS)} and folder:DIR (PNG masks)"
+    )
+    p.add_argument("--methods", default="all", help=f"all | comma list ({','.join(ALL_METHODS)}, plugins)")
+    p.add_argument(
+        "--method-module",
+        action="append",
+        default=[],
+        metavar="PKG.MODULE:OBJECT",
+        help="a plugin method (facefill_core.plugins); name it in --methods too",
+    )
     p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
-    p.add_argument("--n-images", type=int, default=None, help="test images (preset: quick 8, paper 500)")
+    p.add_argument(
+        "--n-images", type=int, default=None, help="test images (embedded: the preset's, quick 8, paper 500; else all)"
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     p.add_argument("--iters", type=int, default=None, help="latent-search Adam steps (quick 100, paper 1000)")
     p.add_argument("--candidates", type=int, default=None, help="latents per image (quick 16, paper 64)")
@@ -52,10 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="CPU workers when --gpus 0 (default: one per core; 0 = in-process, no Ray)",
+        help="CPU workers when --gpus 0 (default: one per usable CPU; 0 = in-process, no Ray)",
+    )
+    p.add_argument(
+        "--numerics",
+        choices=MODES,
+        default="pinned",
+        help="pinned: the same records on every x86-64 CPU (one torch thread per worker, no oneDNN, "
+        "fixed MKL/torch code paths; docs/reproducibility.md) | free: the fastest paths of this CPU",
     )
     p.add_argument("--shard-size", type=int, default=4, help="images per work unit for latent methods")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help="seed replicates of each stochastic (latent) method; replicate 0 uses --seed (docs/statistics.md)",
+    )
     p.add_argument("--out", default=None, help="run directory (default results/runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="skip units already finished in --out")
     p.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
@@ -68,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpp", "torch"],
         default="auto",
         help="landmark cascade in the latent search (auto: cpp on CPU, torch on CUDA)",
+    )
+    p.add_argument(
+        "--metrics",
+        default="all",
+        help="judges beside PSNR, SSIM and dlib NME (always on): all (hole,mesh,kid,identity) | basic (none) | "
+        "comma list of hole,mesh,kid,identity",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
@@ -83,16 +115,22 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     """
     a = build_parser().parse_args(argv)
     try:
-        masks = parse_masks(a.masks)
+        masks, mask_folder = parse_mask_spec(a.masks)
+        plugins = resolve_plugins(a.methods, a.method_module)
         methods = parse_methods(a.methods)
         sweep = parse_sweeps(a.sweep)
-    except ValueError as e:
+        judges = parse_judges(a.metrics)
+        for j in judges:
+            if j in MODEL_FILES:
+                model_path(j)  # installed (the run reads it later)
+    except (ValueError, ImportError) as e:
         raise UsageError(str(e)) from None
     for name, _ in sweep:
         if not any(PARAMS[name].affects(method_info(m)) for m in methods):
             raise UsageError(f"--sweep {name}: it affects none of the methods ({','.join(methods)})")
     preset = PRESETS[a.preset]
-    n_images = a.n_images if a.n_images is not None else preset["n_images"]
+    # the preset's image count is for the embedded faces; a folder or CelebA is evaluated whole
+    n_images = a.n_images if a.n_images is not None else preset["n_images"] if a.data == "embedded" else 1
     iters = a.iters if a.iters is not None else preset["iters"]
     candidates = a.candidates if a.candidates is not None else preset["candidates"]
     if n_images <= 0:
@@ -105,6 +143,8 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         raise UsageError(f"--lambda must be a finite number >= 0, got {a.prior_weight}")
     if a.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {a.seed}")
+    if a.replicates <= 0:
+        raise UsageError(f"--replicates must be positive, got {a.replicates}")
     if a.shard_size <= 0:
         raise UsageError(f"--shard-size must be positive, got {a.shard_size}")
     visible = _visible_gpus()
@@ -118,7 +158,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
             check_address_token(a.address)  # Ray's token auth: the cluster's token must be here
         except ValueError as e:
             raise UsageError(str(e)) from None
-    workers = a.workers if a.workers is not None else (os.cpu_count() or 1)
+    workers = a.workers if a.workers is not None else usable_cpus()
     if workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
     box = _parse_box(a.box)
@@ -126,9 +166,13 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         ds = FaceDataset(a.data, box=box)
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
         raise UsageError(f"--data: {e}") from None
+    if a.n_images is None and a.data != "embedded":
+        n_images = len(ds.test_ids)
     if n_images > len(ds.test_ids):
         raise UsageError(f"--n-images {n_images}: {a.data} has only {len(ds.test_ids)} test images")
-    weights = {kind: getattr(a, f"weights_{kind}") for kind in WEIGHTS_KINDS}
+    if ds.spec.kind != "embedded":
+        _check_usable(ds, n_images)
+    weights = {kind: getattr(a, weights_field(kind)) for kind in WEIGHTS_KINDS}
     for kind, path in weights.items():
         if path:
             check_weights(path, kind, f"--weights-{kind}")
@@ -152,18 +196,54 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
         iters=iters,
         prior_weight=a.prior_weight,
         seed=a.seed,
+        replicates=a.replicates,
         gpus=gpus,
         workers=workers,
+        numerics=a.numerics,
         shard_size=a.shard_size,
         out=os.path.abspath(out),
         address=a.address,
         box=box,
         inject_crash=a.inject_crash,
         landmark_backend=a.landmark_backend,
+        metrics=judges,
         sweep=sweep,
-        **{f"weights_{kind}": path for kind, path in weights.items()},
+        mask_folder=check_mask_folder(mask_folder, ds.test_ids[:n_images]),
+        plugins=plugins,
+        **{weights_field(kind): path for kind, path in weights.items()},
     )
     return cfg, a
+
+
+def resolve_plugins(methods: str, refs: list) -> tuple:
+    """Load the plugin methods of ``--method-module`` and those ``--methods`` names that an
+    installed package declares (entry point group ``facefill.methods``).
+
+    Raises:
+        UsageError: one line from :func:`facefill_core.plugins.resolve`.
+    """
+    from facefill_core.plugins import resolve
+
+    names = [] if methods == "all" else [s.strip() for s in methods.split(",") if s.strip()]
+    try:
+        return resolve(names, refs)
+    except ValueError as e:
+        raise UsageError(f"--method-module: {e}" if refs else str(e)) from None
+
+
+def check_mask_folder(folder, image_ids) -> "str | None":
+    """The absolute path of ``--masks folder:DIR`` once every image has a readable mask there.
+
+    Raises:
+        UsageError: one line from :func:`facefill_core.masks.folder_masks`.
+    """
+    if folder is None:
+        return None
+    try:
+        folder_masks(folder, image_ids)
+    except ValueError as e:
+        raise UsageError(f"--masks folder:{folder}: {e}") from None
+    return os.path.abspath(folder)
 
 
 def _parse_box(text):
@@ -204,6 +284,23 @@ def check_weights(path: str, kind: str, flag: str) -> None:
     except (ValueError, KeyError, RuntimeError, TypeError, OSError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise UsageError(f"{flag} {path}: {reason[:300]}") from None
+
+
+def _check_usable(ds: FaceDataset, n_images: int, chunk: int = 64) -> None:
+    """Data that opens but yields nothing usable (every file unreadable or too small) stops the
+    run here, in one line: the test images are decoded in chunks until one is usable."""
+    import warnings
+
+    err = None
+    for start in range(0, n_images, chunk):
+        try:
+            with warnings.catch_warnings():  # the run warns about skipped files itself
+                warnings.simplefilter("ignore")
+                ds.load_uint8("test", min(chunk, n_images - start), start)
+            return
+        except ValueError as e:
+            err = e
+    raise UsageError(f"--data: {err}")
 
 
 def _visible_gpus() -> int:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from bench import numerics
 from bench.rundir import log, write_unit
 from bench.workers import UnitRunner, WorkerInputs, make_ray_worker
 from facefill_core.config import BenchConfig
@@ -66,31 +67,46 @@ def _results(cfg: BenchConfig, units: list, inputs: WorkerInputs, verbose: bool)
     if in_process(cfg):
         import torch
 
-        runner = UnitRunner(cfg, cfg.out, inputs, "cpu", torch.get_num_threads())
-        for u in units:
-            yield from runner.results(u)
+        state = numerics.torch_state()  # the caller's torch settings, put back after the run
+        try:
+            runner = UnitRunner(cfg, cfg.out, inputs, "cpu", torch.get_num_threads())
+            for p in runner.numerics_problems:  # e.g. torch loaded before the recipe's environment was set
+                log.warning("numerics pinned asked, but not in effect in this process: %s", p)
+            for u in units:
+                yield from runner.results(u)
+        finally:
+            numerics.restore(state)
         return
     import ray
     from ray.util import ActorPool
 
-    n_cpu = os.cpu_count() or 1
     if cfg.gpus > 0:
         n_actors, per_actor, device = cfg.gpus, {"num_gpus": 1, "num_cpus": 1}, "cuda"
-        threads = max(1, n_cpu // cfg.gpus - 1)
     else:
         n_actors, per_actor, device = cfg.workers, {"num_cpus": 1}, "cpu"
-        threads = max(1, n_cpu // cfg.workers)
-    init_ray(cfg, n_actors, cfg.gpus, verbose)
+    # the landmark threads' share of the CPUs this process may use; torch's follow --numerics
+    threads = numerics.worker_threads(cfg.numerics, numerics.usable_cpus(), cfg.workers, cfg.gpus)[1]
+    # the recipe's environment reaches every worker: inherited on a local cluster, and through
+    # Ray's runtime_env on the nodes of one started elsewhere (--address); each worker checks it
+    recipe = numerics.env_for(cfg.numerics)
+    if recipe:
+        per_actor = {**per_actor, "runtime_env": {"env_vars": recipe}}
+    saved = {k: os.environ.get(k) for k in numerics.PINNED_ENV}
+    os.environ.update(recipe)
     try:
+        init_ray(cfg, n_actors, cfg.gpus, verbose)
         Worker = make_ray_worker()
-        inputs_ref = ray.put(inputs)  # one copy in the object store, read by every actor
+        inputs_box = [ray.put(inputs)]  # one copy in the object store; each actor fetches it on its first call
         actors = [
-            Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(
-                cfg, cfg.out, inputs_ref, device, threads
-            )
+            Worker.options(max_restarts=3, max_task_retries=3, **per_actor).remote(cfg, cfg.out, device, threads)
             for _ in range(min(n_actors, len(units)))
         ]
-        for results in ActorPool(actors).map_unordered(lambda a, u: a.results.remote(u), units):
+        for results in ActorPool(actors).map_unordered(lambda a, u: a.results.remote(u, inputs_box), units):
             yield from results
     finally:
         ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,5 +1,6 @@
 """``python -m bench.gpu_check`` (``make gpu-check``): one fixed battery on whatever device is
-there, written to ``results/gpu/<device name>/report.{json,md}``.
+there, written to ``<out>/<device name>/report.{json,md}`` (default ``--out``: a new
+``results/runs/gpu-check-<time>``, so a check never overwrites the committed ``results/gpu``).
 
 1. records: every method on the same 8 test images x the 4 thesis masks, on CPU and (when
    present) CUDA; the two agree: classical fills exactly, feed-forward nets to float tolerance,
@@ -111,9 +112,20 @@ def battery(size_name: str, use_cuda: bool, sections=SECTIONS) -> dict:
     return rep
 
 
+def default_out() -> str:
+    """A new directory per check, ``results/runs/gpu-check-<time>``: a check never writes over the
+    committed ``results/gpu`` (``--out results/gpu`` does, when asked)."""
+    return os.path.join("results", "runs", time.strftime("gpu-check-%Y%m%d-%H%M%S"))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.path.join("results", "gpu"), help="parent of <device name>/report.*")
+    p.add_argument(
+        "--out",
+        default=default_out(),
+        help="parent of <device name>/report.* (default: a new results/runs/gpu-check-<time>; the committed "
+        "results/gpu is written only when named)",
+    )
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: the CPU half only")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="default: full with CUDA, else small")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -22,6 +22,12 @@ draws. A model that has learnt to ignore the noise scores near 0 (CE has no nois
 The shipped CE/GFC weights are the snapshot with the highest mean held-out PSNR over the four
 masks (early stopping on the held-out set; ``best_snapshot``), from a run stopped by the rule.
 
+``--select`` names what the rule and the choice look at: ``mean`` (the four masks; the default,
+for the all-mask models and for GFC trained on random squares, whose training holes match no
+single evaluation mask) or one mask (``centre`` for a Context Encoder trained on the centre hole
+only: the plateau is judged and the snapshot chosen on the centre mask alone; the other masks
+are still scored and plotted).
+
 Writes ``heldout.csv`` (iter, mask, psnr, ssim, noise_l1) and ``heldout.png`` into RUN_DIR.
 """
 
@@ -111,11 +117,21 @@ class HeldOut:
         return out
 
 
-def plateau_gain(curve: dict) -> dict:
-    """Per mask: PSNR gain over the last quarter of the iterations so far (NaN if too short)."""
+SELECT = ("mean", *MASKS)
+
+
+def _check_select(select: str) -> None:
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+
+
+def plateau_gain(curve: dict, select: str = "mean") -> dict:
+    """Per mask (only ``select`` unless it is ``mean``): PSNR gain over the last quarter of the
+    iterations so far (NaN if too short)."""
+    _check_select(select)
     its = sorted(curve)
     gains = {}
-    for m in MASKS:
+    for m in MASKS if select == "mean" else (select,):
         pts = [(i, curve[i][m][0]) for i in its if m in curve[i]]
         if len(pts) < 4:
             gains[m] = float("nan")
@@ -126,12 +142,19 @@ def plateau_gain(curve: dict) -> dict:
     return gains
 
 
-def best_snapshot(curve: dict) -> int:
-    """The iteration with the highest mean PSNR over the four masks (every mask scored)."""
-    full = [i for i in curve if all(m in curve[i] for m in MASKS)]
+def best_snapshot(curve: dict, select: str = "mean") -> int:
+    """The iteration with the highest held-out PSNR: the mean over the four masks (``select``
+    ``mean``, every mask scored) or on the one mask ``select`` names; ties go to the earliest.
+
+    Raises:
+        ValueError: an unknown ``select``, or no snapshot scored on what it names.
+    """
+    _check_select(select)
+    masks = MASKS if select == "mean" else (select,)
+    full = [i for i in curve if all(m in curve[i] for m in masks)]
     if not full:
-        raise ValueError("no snapshot scored on every mask")
-    return max(full, key=lambda i: (float(np.mean([curve[i][m][0] for m in MASKS])), -i))
+        raise ValueError(f"no snapshot scored on {'every mask' if select == 'mean' else select}")
+    return max(full, key=lambda i: (float(np.mean([curve[i][m][0] for m in masks])), -i))
 
 
 def plot(curve: dict, path: str, title: str) -> None:
@@ -183,13 +206,15 @@ def update(run_dir: str, kind: str, held: HeldOut) -> dict:
     return curve
 
 
-def _report(curve: dict, gains: dict, done: bool) -> None:
+def _report(curve: dict, gains: dict, done: bool, select: str = "mean") -> None:
     print(f"after {max(curve)} iters, gain over the last quarter: "
           + ", ".join(f"{m} {g:+.2f} dB" for m, g in gains.items())
           + (" -> plateau" if done else ""), flush=True)  # fmt: skip
-    full = [i for i in curve if all(m in curve[i] for m in MASKS)]
+    masks = MASKS if select == "mean" else (select,)
+    full = [i for i in curve if all(m in curve[i] for m in masks)]
     if full:
-        print(f"best snapshot (mean held-out PSNR over the masks): iteration {best_snapshot(curve)}", flush=True)
+        what = "mean held-out PSNR over the masks" if select == "mean" else f"held-out PSNR on the {select} mask"
+        print(f"best snapshot ({what}): iteration {best_snapshot(curve, select)}", flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -202,6 +227,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--min-gain", type=float, default=0.1, help="dB over the last quarter (default 0.1)")
     p.add_argument("--min-iters", type=int, default=2000)
     p.add_argument("--poll-s", type=float, default=30.0)
+    p.add_argument(
+        "--select",
+        choices=SELECT,
+        default="mean",
+        help="what the plateau rule and the best snapshot look at: mean over the four masks, or one mask",
+    )
     a = p.parse_args(argv)
     while a.watch is not None and not os.path.isdir(a.run_dir) and os.path.exists(f"/proc/{a.watch}"):
         time.sleep(5)  # the trainer creates it once its imports are done
@@ -213,12 +244,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     while True:
         _snapshot(a.run_dir)
         curve = update(a.run_dir, a.kind, held) if os.path.isdir(os.path.join(a.run_dir, "snapshots")) else {}
-        gains = plateau_gain(curve)
+        gains = plateau_gain(curve, a.select)
         last = max(curve) if curve else 0
         done = last >= a.min_iters and all(np.isfinite(g) and g < a.min_gain for g in gains.values())
         if curve and last != reported:
             reported = last
-            _report(curve, gains, done)
+            _report(curve, gains, done, a.select)
         if a.watch is None:
             return 0
         alive = os.path.exists(f"/proc/{a.watch}")
@@ -230,8 +261,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             _snapshot(a.run_dir)
             curve = update(a.run_dir, a.kind, held)
             if curve and max(curve) != reported:
-                gains = plateau_gain(curve)
-                _report(curve, gains, all(np.isfinite(g) and g < a.min_gain for g in gains.values()))
+                gains = plateau_gain(curve, a.select)
+                _report(curve, gains, all(np.isfinite(g) and g < a.min_gain for g in gains.values()), a.select)
             return 0
         time.sleep(a.poll_s)
 

@@ -2,8 +2,8 @@
 
 Writes ``tables.md`` (PSNR, SSIM, NME, feature-scale error per method label x mask, the scale
 error per facial region, the thesis's published numbers as labelled reference rows, seconds),
-``tables/{psnr,ssim,nme,scale,scale_regions,thesis_reference,seconds}.csv`` and ``figures/``
-(:mod:`bench.figures`).
+``tables/{psnr,ssim,nme,scale,scale_regions,thesis_reference,seconds}.csv``, ``figures/``
+(:mod:`bench.figures`) and ``report.html`` (:mod:`bench.report_page`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from collections import defaultdict
 import numpy as np
 from tabulate import tabulate
 
+from bench.judge_tables import JUDGE_METRICS, judge_sections
+from bench.numerics import describe as describe_numerics
 from facefill_core.metrics import mean_ci
+from facefill_core.stats import cell_stats
 
 METRICS = (
-    ("psnr", "PSNR (dB), higher is better", 2),
-    ("ssim", "SSIM, higher is better", 4),
+    ("psnr", "PSNR (dB, whole image: known pixels included), higher is better", 2),
+    ("ssim", "SSIM (whole image: known pixels included), higher is better", 4),
     ("nme", "Landmark NME (dlib 68 points vs the undamaged image), lower is better", 4),
     ("scale", "Feature-scale error (mean over eyes, brows, nose, mouth, jaw of |log| size ratio), lower is better", 4),
 )
@@ -37,7 +40,9 @@ REFERENCE_NOTE = (
     "smaller models trained here, so compare the order of the methods per mask, not the values."
 )
 NOTES = [
-    "Cells: mean ± half-width of the 95% Student-t confidence interval over images.",
+    "Cells: mean over images and seed replicates ± half-width of the 95% Student-t interval over the "
+    "images' means over seeds; it covers both the choice of images and the optimizer's seed noise "
+    "(docs/statistics.md). Deterministic methods run once per image.",
     "Feature scale: per region, the region's centroid size (RMS distance of its dlib points to their "
     "centroid; eyes and brows per side) over the inter-pupil distance, result vs undamaged image; "
     "|log| of the ratio, so 0.1 is about 10% too big or too small. Signed: mean of the signed log "
@@ -74,8 +79,11 @@ def _order(values, preferred):
 
 
 def aggregate(records: list[dict]) -> tuple[list, list, dict]:
-    """Per (method label, mask): ``mean_ci`` of every metric present in the records (missing or
-    None values are failures, counted, never averaged), the NME failures and the image count."""
+    """Per (method label, mask) and metric: ``(mean, ci95_half_width, n_images)`` over images and
+    seed replicates (:func:`facefill_core.stats.cell_stats`; missing or None values are failures,
+    counted, never averaged), and under ``"cells"`` the full :class:`~facefill_core.stats.CellStats`
+    (seed spread, noise share); the NME failures, the record count ``n``, ``n_images`` and
+    ``n_seeds``."""
     from bench.sweep import sort_key
     from facefill_core.inpainters import REGISTRY
     from facefill_core.masks import MASK_KINDS
@@ -87,10 +95,21 @@ def aggregate(records: list[dict]) -> tuple[list, list, dict]:
         groups[(r["method"], r["mask"])].append(r)
     stats = {}
     for key, rs in groups.items():
-        s = {m: mean_ci([r.get(m) for r in rs]) for m in ("psnr", "ssim", "nme") + REGION_KEYS}
+        by_image: dict = defaultdict(list)
+        for r in rs:
+            by_image[r["image_id"]].append(r)
+        cells = {
+            m: cell_stats({i: [r.get(m) for r in ri] for i, ri in by_image.items()})
+            for m in ("psnr", "ssim", "nme") + REGION_KEYS + tuple(JUDGE_METRICS)
+        }
+        s = {m: c.as_tuple() for m, c in cells.items()}
+        s["cells"] = cells
         s["seconds"] = mean_ci([r["seconds"] for r in rs])
         s["nme_failures"] = sum(1 for r in rs if r["nme"] is None)
+        s["mesh_failures"] = sum(1 for r in rs if "mesh_nme" in r and r["mesh_nme"] is None)
         s["n"] = len(rs)
+        s["n_images"] = len(by_image)
+        s["n_seeds"] = len({r.get("replicate", 0) for r in rs})
         stats[key] = s
     return methods, masks, stats
 
@@ -124,20 +143,59 @@ def _write_csv(path: str, header: list, rows: list) -> None:
 
 
 def _metric_csv(run_dir, metric, methods, masks, stats) -> None:
+    """``tables/<metric>.csv``: ``n`` counts the finite values (images x seeds), ``n_images`` the
+    images, ``n_seeds`` the seed replicates; ``seed_sd`` and ``noise_share`` as in
+    :class:`facefill_core.stats.CellStats` (empty when the cell has one seed)."""
     extra = ["nme_failures"] if metric == "nme" else []
     rows = []
     for m in methods:
         for k in masks:
             if (m, k) in stats:
-                mean, half, n = stats[(m, k)][metric]
+                c = stats[(m, k)]["cells"][metric]
                 rows.append(
-                    [m, k, f"{mean:.6f}", f"{half:.6f}", n] + ([stats[(m, k)]["nme_failures"]] if extra else [])
+                    [m, k, f"{c.mean:.6f}", f"{c.half_width:.6f}", c.n_values]
+                    + ([stats[(m, k)]["nme_failures"]] if extra else [])
+                    + [c.n_images, c.n_seeds, _num(c.seed_sd), _num(c.noise_share)]
                 )
     _write_csv(
         os.path.join(run_dir, "tables", f"{metric}.csv"),
-        ["method", "mask", "mean", "ci95_half_width", "n"] + extra,
+        ["method", "mask", "mean", "ci95_half_width", "n"] + extra + ["n_images", "n_seeds", "seed_sd", "noise_share"],
         rows,
     )
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}" if np.isfinite(x) else ""
+
+
+def _seed_section(methods, masks, stats) -> list[str]:
+    """The seed spread of every cell measured over 2 or more seeds: pooled within-image SD and
+    the share of the interval's variance that is optimizer noise, per metric."""
+    rows = []
+    for m in methods:
+        for k in masks:
+            if (m, k) not in stats or stats[(m, k)]["n_seeds"] < 2:
+                continue
+            cells = stats[(m, k)]["cells"]
+            row = [m, k, cells["psnr"].n_images, cells["psnr"].n_seeds]
+            for metric, digits in (("psnr", 2), ("ssim", 4), ("nme", 4)):
+                c = cells[metric]
+                row += [f"{c.seed_sd:.{digits}f}", f"{c.noise_share:.0%}" if np.isfinite(c.noise_share) else "n/a"]
+            rows.append(row)
+    if not rows:
+        return []
+    header = ["method", "mask", "images", "seeds"]
+    header += [f"{metric} {what}" for metric in ("PSNR", "SSIM", "NME") for what in ("seed SD", "noise share")]
+    return [
+        "## Seed spread (per image, pooled over images) and the optimizer's share of each interval",
+        "",
+        tabulate(rows, header, tablefmt="github"),
+        "",
+        "Seed SD: the pooled within-image standard deviation of a record over seed replicates. Noise "
+        "share: seed variance / seeds over the variance of the image means, the part of the cell's "
+        "interval that is the optimizer's noise rather than the choice of images (docs/statistics.md).",
+        "",
+    ]
 
 
 def _scale_region_section(run_dir, methods, masks, stats) -> list[str]:
@@ -169,9 +227,10 @@ def _scale_region_section(run_dir, methods, masks, stats) -> list[str]:
 
 
 def build_report(run_dir: str) -> dict:
-    """``tables.md``, ``tables/*.csv`` and ``figures/`` of a run from its records; returns the
+    """``tables.md``, ``tables/*.csv``, ``figures/`` and ``report.html`` of a run from its records; returns the
     statistics per (method label, mask)."""
     from bench.figures import make_figures
+    from bench.report_page import build_report_page, provenance_markdown
 
     records = load_records(run_dir)
     if not records:
@@ -191,9 +250,11 @@ def build_report(run_dir: str) -> dict:
             f"(latent search: {cfg.get('candidates')} candidates x {cfg.get('iters')} iterations, "
             f"lambda {cfg.get('prior_weight')}), seed {cfg.get('seed')}. Machine: "
             f"{machine.get('cpu_count')} CPUs, GPUs {machine.get('cuda_devices')}."
+            + (f" Numerics: {describe_numerics(machine['numerics'])}." if machine.get("numerics") else "")
             + (f" Sweep: {'; '.join(f'{n} = {list(v)}' for n, v in sweep)}." if sweep else ""),
             "",
         ]
+    md += provenance_markdown(run_dir)  # the same fields as report.html's provenance
     for metric, title, digits in METRICS:
         if metric == "scale" and not any(stats[key]["scale"][2] for key in stats):
             continue  # records from before the scale error existed
@@ -217,6 +278,8 @@ def build_report(run_dir: str) -> dict:
             ]
             md += [f"NME reference failures (counted, not averaged): {fails if fails else 'none'}.", ""]
         _metric_csv(run_dir, metric, methods, masks, stats)
+    md += _seed_section(methods, masks, stats)
+    md += judge_sections(run_dir, methods, masks, stats, manifest)  # hole, mesh, identity, KID/FID, agreement
     md += _scale_region_section(run_dir, methods, masks, stats)
     if refs:
         _write_csv(
@@ -248,6 +311,7 @@ def build_report(run_dir: str) -> dict:
         f.write("\n".join(md))
     os.replace(tmp, os.path.join(run_dir, "tables.md"))
     make_figures(run_dir, methods, masks, stats)
+    build_report_page(run_dir, records, methods, masks)  # report.html, last: it shows the figures
     return stats
 
 

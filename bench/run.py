@@ -24,6 +24,7 @@ from tabulate import tabulate
 from bench.cli import UsageError, build_config, build_parser
 from bench.execute import execute
 from bench.guard import RunLock, RunLockedError, disk_error_message, quarantine, valid_unit
+from bench.numerics import reexec_if_needed
 from bench.report import build_report
 from bench.rundir import check_existing_run, done_units, log, merge_records, prepare_run_dir, setup_logging
 from bench.workers import plan_units, resolve_inputs
@@ -111,12 +112,17 @@ def print_summary(run_dir: str, file=None) -> None:
             ci = float(r["ci95_half_width"]) if r["ci95_half_width"] not in ("", "nan") else float("nan")
             table.setdefault(r["method"], {})[r["mask"]] = f"{float(r['mean']):.2f} ± {ci:.2f}"
         body = [[m] + [cells.get(k, "") for k in masks] for m, cells in table.items()]
-        print(f"PSNR (dB), mean ± 95% CI half-width, {rows[0]['n'] if rows else 0} images:", file=file)
+        n_img = max((int(r.get("n_images") or r["n"]) for r in rows), default=0)  # n_images: newer tables
+        n_seeds = max((int(r.get("n_seeds") or 1) for r in rows), default=1)
+        seeds = f" x {n_seeds} seeds (stochastic methods; interval over images of seed means)" if n_seeds > 1 else ""
+        print(f"PSNR (dB), mean ± 95% CI half-width, {n_img} images{seeds}:", file=file)
         print(tabulate(body, headers=["method", *masks], tablefmt="simple"), file=file)
     print(f"full tables: {os.path.join(run_dir, 'tables.md')}; figures: {os.path.join(run_dir, 'figures')}/", file=file)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if argv is None:  # the command line: under --numerics pinned, restart once with the recipe's environment
+        reexec_if_needed(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg, a = build_config(argv)

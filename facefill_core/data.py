@@ -44,6 +44,7 @@ __all__ = [  # the range conversions live in imaging; re-exported here where the
 
 IMAGE_SIZE = 64
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+MIN_SIDE_PX = 16  # a file smaller than this on a side holds no usable 64x64 face; it is skipped
 EMBEDDED_TRAIN_SEED0 = 0
 EMBEDDED_TEST_SEED0 = 10**6
 EMBEDDED_TRAIN_SIZE = 8192
@@ -132,11 +133,17 @@ def _center_square(img: Image.Image, crop: Optional[int]) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
+class _TooSmall(ValueError):
+    """An image file smaller than ``MIN_SIDE_PX`` on a side."""
+
+
 def load_face_file(path: str, crop: Optional[int] = None) -> np.ndarray:
     """One image file -> uint8 ``(64, 64, 3)``: centre crop (``crop`` px, or the largest
     square), resize with PIL's bicubic (antialiased) filter; gray/RGBA -> RGB."""
     with Image.open(path) as im:
         im.load()
+        if min(im.size) < MIN_SIDE_PX:
+            raise _TooSmall(f"{im.size[0]}x{im.size[1]}")
         if im.mode == "RGBA" or im.mode == "LA" or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
@@ -160,13 +167,22 @@ def list_images(path: str) -> list[str]:
 
 def load_files(folder: str, names: Sequence[str], crop: Optional[int]) -> tuple[np.ndarray, list[str]]:
     """Load files, skipping unreadable ones with one warning. Returns (uint8 NHWC, kept names)."""
-    imgs, kept, bad = [], [], []
+    imgs, kept, bad, small = [], [], [], []
     for n in names:
         try:
             imgs.append(load_face_file(os.path.join(folder, n), crop))
             kept.append(n)
+        except _TooSmall:
+            small.append(n)
         except Exception:  # noqa: BLE001 - any decoder error means "unreadable"
             bad.append(n)
+    if small:
+        warnings.warn(
+            f"skipped {len(small)} image file(s) smaller than {MIN_SIDE_PX}x{MIN_SIDE_PX} px in {folder}: "
+            + ", ".join(small[:3])
+            + (" ..." if len(small) > 3 else ""),
+            stacklevel=2,
+        )
     if bad:
         warnings.warn(
             f"skipped {len(bad)} unreadable image file(s) in {folder}: {', '.join(bad[:3])}"
@@ -174,7 +190,10 @@ def load_files(folder: str, names: Sequence[str], crop: Optional[int]) -> tuple[
             stacklevel=2,
         )
     if not imgs:
-        raise ValueError(f"no readable image in {folder} ({len(bad)} file(s) failed to decode)")
+        raise ValueError(
+            f"no usable image in {folder}: {len(bad)} file(s) failed to decode, "
+            f"{len(small)} smaller than {MIN_SIDE_PX}x{MIN_SIDE_PX} px"
+        )
     return np.stack(imgs), kept
 
 

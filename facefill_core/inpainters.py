@@ -26,6 +26,7 @@ from facefill_core.methods import (
     LATENT,
     LATENT_METHODS,
     METHODS,
+    PLUGIN,
     MethodInfo,
     method_info,
     parse_methods,
@@ -153,7 +154,7 @@ def build(
     """Construct a method by its command-line name.
 
     Args:
-        name: a key of :data:`REGISTRY`.
+        name: a key of :data:`REGISTRY`, or a registered plugin (:mod:`facefill_core.plugins`).
         cfg: the latent search's configuration (ignored by the other families).
         weights: the method's weights file (kind ``REGISTRY[name].weights``); None: shipped.
         device: where the networks run (default CPU).
@@ -168,6 +169,12 @@ def build(
         ValueError: an unknown name (listing the known ones), or weights of the wrong kind.
     """
     info = method_info(name)
+    if info.family == PLUGIN:  # a method from outside the library (facefill_core.plugins)
+        from facefill_core.plugins import PluginContext, PluginInpainter
+
+        seed = cfg.seed if cfg is not None else 0
+        ctx = PluginContext(str(device or "cpu"), seed, tuple(box) if box else None, torch.get_num_threads())
+        return PluginInpainter(info, ctx)
     if info.family == LATENT:
         return LatentInpainter(info, cfg or InpaintConfig(), weights, device, box, predictor)
     if info.family == FEEDFORWARD:

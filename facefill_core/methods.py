@@ -17,8 +17,8 @@ import dataclasses
 import types
 from typing import Mapping, Optional
 
-LATENT, FEEDFORWARD, CLASSICAL = "latent", "feedforward", "classical"
-FAMILIES = (LATENT, FEEDFORWARD, CLASSICAL)
+LATENT, FEEDFORWARD, CLASSICAL, PLUGIN = "latent", "feedforward", "classical", "plugin"
+FAMILIES = (LATENT, FEEDFORWARD, CLASSICAL, PLUGIN)
 STEERS = (None, "antithetic", "soft")
 
 
@@ -53,13 +53,17 @@ class MethodInfo:
         name: the command-line name.
         family: ``latent`` | ``feedforward`` | ``classical``.
         description: one line for help text and tables.
-        weights: the kind of trained weights it loads (``dcgan``, ``ce``, ``gfc``) or ``None``;
-            given on the command line as ``--weights-<kind>``.
+        weights: the kind of trained weights it loads (``dcgan``, ``ce``, ``gfc``, and
+            ``ce-centre``/``gfc-square``: the same networks trained on one protocol's holes,
+            :data:`facefill_core.pretrained.ARCHITECTURE`) or ``None``; given on the command line
+            as ``--weights-<kind>``.
         defaults: :class:`~facefill_core.config.InpaintConfig` fields this method sets.
         search: the latent search's behaviour (latent family only).
         fill: the key of its function in ``baselines.FILLS`` (classical family only).
         train_split: it reads the dataset's train split (resolved once by the harness's driver);
             a classical method declares either this or a fill.
+        plugin: ``"package.module:object"``, the declaration of a method outside the library
+            (plugin family only; :mod:`facefill_core.plugins`).
     """
 
     name: str
@@ -70,10 +74,15 @@ class MethodInfo:
     search: Optional[LatentSearch] = None
     fill: Optional[str] = None
     train_split: bool = False
+    plugin: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}")
+        if (self.family == PLUGIN) != (self.plugin is not None):
+            raise ValueError(f"{self.name}: a plugin method (and only one) names its plugin object")
+        if self.family == PLUGIN:
+            return
         if (self.family == LATENT) != (self.search is not None):
             raise ValueError(f"{self.name}: a latent method (and only one) declares its search")
         if (self.family == CLASSICAL) != (self.fill is not None or self.train_split):
@@ -85,6 +94,11 @@ class MethodInfo:
     def weights_flag(self) -> Optional[str]:
         """``--weights-<kind>``, or None for a method without trained weights."""
         return f"--weights-{self.weights}" if self.weights else None
+
+
+def weights_field(kind: str) -> str:
+    """The config field (and argparse dest) of ``--weights-<kind>``: ``ce-centre`` -> ``weights_ce_centre``."""
+    return "weights_" + kind.replace("-", "_")
 
 
 _M = MethodInfo
@@ -114,7 +128,9 @@ METHODS: dict[str, MethodInfo] = {
             search=LatentSearch(landmark_count=True, steer="soft"),
         ),
         _M("ce", FEEDFORWARD, "Context Encoder (Pathak et al. 2016)", "ce"),
+        _M("ce-centre", FEEDFORWARD, "Context Encoder trained on the centre hole only (Pathak et al.'s protocol)", "ce-centre"),
         _M("gfc", FEEDFORWARD, "Generative Face Completion (Li et al. 2017), no parsing loss", "gfc"),
+        _M("gfc-square", FEEDFORWARD, "GFC trained on random squares of side 16-32 px (Li et al.'s protocol)", "gfc-square"),
         _M("telea", CLASSICAL, "OpenCV cv2.inpaint, Telea", fill="telea"),
         _M("ns", CLASSICAL, "OpenCV cv2.inpaint, Navier-Stokes", fill="ns"),
         _M("biharmonic", CLASSICAL, "scikit-image inpaint_biharmonic", fill="biharmonic"),
@@ -126,13 +142,18 @@ ALL_METHODS = tuple(METHODS)
 LATENT_METHODS = tuple(n for n, m in METHODS.items() if m.family == LATENT)
 # the kinds of trained weights, in first-use order: one --weights-<kind> flag each
 WEIGHTS_KINDS = tuple(dict.fromkeys(m.weights for m in METHODS.values() if m.weights))
+# methods declared outside the library, registered by facefill_core.plugins (never a built-in name)
+PLUGIN_METHODS: dict[str, MethodInfo] = {}
 
 
 def method_info(name: str) -> MethodInfo:
-    """The declaration of ``name``. Raises ValueError listing the known methods."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The declaration of ``name`` (a built-in, or a registered plugin). Raises ValueError
+    listing the known methods."""
+    if name in METHODS:
+        return METHODS[name]
+    if name in PLUGIN_METHODS:
+        return PLUGIN_METHODS[name]
+    raise ValueError(f"unknown method {name!r}; known: {', '.join([*METHODS, *PLUGIN_METHODS])}")
 
 
 def parse_methods(spec: str) -> tuple[str, ...]:

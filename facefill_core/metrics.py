@@ -28,6 +28,8 @@ METRIC_SETTINGS = {
     "image_range": "[0, 1] float64, (H, W, 3), computed on the whole 64x64 image",
     "psnr": {"function": "skimage.metrics.peak_signal_noise_ratio", **PSNR_SETTINGS},
     "ssim": {"function": "skimage.metrics.structural_similarity", **SSIM_SETTINGS},
+    "hole_psnr": "PSNR over the hole's pixels only (MSE of the hole's pixels x 3 channels, data range 1)",
+    "hole_ssim": "the whole image's SSIM map (settings above), channel mean, averaged over the hole's pixels",
     "nme": "mean point distance (dlib 68 points, result vs undamaged image, canonical box, unrounded) "
     "/ outer-eye-corner distance (points 36, 45) of the undamaged image",
     "scale": "per region (eyes, brows, nose, mouth, jaw of dlib's 68 points): |log| of the ratio of the "
@@ -78,6 +80,65 @@ def ssim(pred, target) -> np.ndarray:
     if p.shape != t.shape:
         raise ValueError(f"pred {p.shape} and target {t.shape} differ")
     return np.array([structural_similarity(t[i], p[i], **SSIM_SETTINGS) for i in range(len(p))])
+
+
+def _hole(hole, shape) -> np.ndarray:
+    h = hole.detach().cpu().numpy() if isinstance(hole, torch.Tensor) else np.asarray(hole)
+    h = np.asarray(h, np.float64)
+    if h.ndim != 4 or h.shape[1] != 1 or h.shape[0] != shape[0] or h.shape[2:] != shape[1:3]:
+        raise ValueError(f"hole must be (N, 1, H, W) matching images {shape}, got {h.shape}")
+    return h[:, 0] > 0.5
+
+
+def hole_psnr(pred, target, hole) -> np.ndarray:
+    """Per-image PSNR in dB over the hole's pixels only (all three channels; data range 1).
+
+    Args:
+        pred, target: ``(N, 3, H, W)`` in [0, 1].
+        hole: ``(N, 1, H, W)``, 1 = hole.
+
+    Returns:
+        ``np.float64 (N,)``; NaN for an image without hole pixels, inf where the hole is exact.
+
+    Example:
+        >>> x = torch.zeros(1, 3, 8, 8); h = torch.zeros(1, 1, 8, 8); h[..., :4, :] = 1
+        >>> y = x.clone(); y[..., :4, :] = 0.1; y[..., 4:, :] = 0.5  # known pixels don't count
+        >>> round(float(hole_psnr(y, x, h)[0]), 6)
+        20.0
+    """
+    p, t = _hwc(pred), _hwc(target)
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and target {t.shape} differ")
+    m = _hole(hole, p.shape)
+    out = np.full(len(p), np.nan)
+    with np.errstate(divide="ignore"):
+        for i in range(len(p)):
+            if m[i].any():
+                mse = ((p[i][m[i]] - t[i][m[i]]) ** 2).mean()
+                out[i] = 10 * np.log10(PSNR_SETTINGS["data_range"] ** 2 / mse)
+    return out
+
+
+def hole_ssim(pred, target, hole) -> np.ndarray:
+    """Per-image SSIM averaged over the hole's pixels only: the SSIM map of the whole image
+    (:data:`SSIM_SETTINGS`, so each window still sees its known neighbours), its channel mean,
+    averaged over the pixels where ``hole`` is 1. NaN without hole pixels."""
+    p, t = _hwc(pred), _hwc(target)
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and target {t.shape} differ")
+    m = _hole(hole, p.shape)
+    out = np.full(len(p), np.nan)
+    for i in range(len(p)):
+        if m[i].any():
+            _, smap = structural_similarity(t[i], p[i], full=True, **SSIM_SETTINGS)
+            out[i] = smap.mean(-1)[m[i]].mean()
+    return out
+
+
+def hole_metrics(pred, target, hole) -> dict:
+    """``{"hole_psnr", "hole_ssim"}`` per image; images ``(N, 3, H, W)`` in [0, 1], ``hole``
+    ``(N, 1, H, W)``, 1 = hole."""
+    return {"hole_psnr": hole_psnr(pred, target, hole), "hole_ssim": hole_ssim(pred, target, hole)}
 
 
 def landmark_nme(pred_points: np.ndarray, target_points: np.ndarray) -> np.ndarray:

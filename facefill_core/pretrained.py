@@ -17,7 +17,21 @@ from facefill_core.models import context_encoder, gfc
 from facefill_core.models.dcgan import Discriminator, Generator, freeze
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
-SHIPPED = {"dcgan": "dcgan_embedded.pt", "ce": "ce_embedded.pt", "gfc": "gfc_embedded.pt"}
+SHIPPED = {
+    "dcgan": "dcgan_embedded.pt",
+    "ce": "ce_embedded.pt",
+    "gfc": "gfc_embedded.pt",
+    "ce-centre": "ce_centre_embedded.pt",
+    "gfc-square": "gfc_square_embedded.pt",
+}
+# weights kind -> the network it holds (the payload's ``kind``): a kind per training protocol,
+# one loader per network; a kind not listed is its own network
+ARCHITECTURE = {"ce-centre": "ce", "gfc-square": "gfc"}
+
+
+def architecture(kind: str) -> str:
+    """The network a weights kind holds: ``ce-centre`` -> ``ce``, ``dcgan`` -> ``dcgan``."""
+    return ARCHITECTURE.get(kind, kind)
 
 
 class ChecksumError(ValueError):
@@ -68,9 +82,9 @@ def load_payload(path: Optional[str], kind: str, verify: bool = True) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"cannot read weights {path}: {e}") from None
-    if not isinstance(payload, dict) or payload.get("kind") != kind:
+    if not isinstance(payload, dict) or payload.get("kind") != architecture(kind):
         got = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} holds {got!r} weights, expected {kind!r}")
+        raise ValueError(f"{path} holds {got!r} weights, expected {architecture(kind)!r}")
     return {**payload, "sha256": digest, "path": os.path.abspath(path)}
 
 
@@ -136,9 +150,10 @@ def load_feedforward(
     Raises:
         ValueError: ``kind`` is not a feed-forward kind, or the file holds other weights.
     """
-    if kind not in FEEDFORWARD:
-        raise ValueError(f"no feed-forward network for weights {kind!r}; known: {', '.join(FEEDFORWARD)}")
-    net_class, network_input = FEEDFORWARD[kind]
+    if architecture(kind) not in FEEDFORWARD:
+        known = [k for k in SHIPPED if architecture(k) in FEEDFORWARD]
+        raise ValueError(f"no feed-forward network for weights {kind!r}; known: {', '.join(known)}")
+    net_class, network_input = FEEDFORWARD[architecture(kind)]
     p = load_payload(path, kind)
     net = net_class(p["config"]["nf"])
     net.load_state_dict(_float32(p["G"]))

@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.train_masks,
         help="ce/gfc training holes: all four evaluation masks, the centre hole only, or random squares",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=TrainConfig.ema_decay,
+        help="> 0: exponential moving average of G's weights with this decay; the exported G is the average",
+    )
+    p.add_argument(
+        "--init-from", default=None, help="exported weights to start G (and D when present) from; fresh optimizers"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", default=None, help="after training, write compact fp16 weights here")
@@ -68,6 +77,10 @@ def check_args(a: argparse.Namespace) -> Optional[str]:
         return f"--n-train must be positive, got {a.n_train}"
     if not math.isfinite(a.lr) or a.lr <= 0:
         return f"--lr must be a finite positive number, got {a.lr}"
+    if not (0.0 <= a.ema_decay < 1.0):
+        return f"--ema-decay must be in [0, 1), got {a.ema_decay}"
+    if a.init_from is not None and not os.path.isfile(a.init_from):
+        return f"--init-from {a.init_from}: no such file"
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         return f"--device {a.device}: no CUDA device is visible"
     if os.path.exists(a.out) and not os.path.isdir(a.out):
@@ -113,6 +126,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         device=a.device,
         num_threads=a.threads,
         train_masks=a.train_masks,
+        ema_decay=a.ema_decay,
+        init_from=a.init_from,
     )
     command = ["python", "-m", "facefill_core.train", *argv]
     try:

@@ -138,6 +138,83 @@ def make_task(cfg: TrainConfig, device: torch.device):
     return TASKS[cfg.model](cfg, device)
 
 
+class EMA:
+    """Exponential moving average of a module's weights (Yazici et al., "The unusual
+    effectiveness of averaging in GAN training"): after every step,
+    ``ema = decay * ema + (1 - decay) * w`` for each floating-point entry of the state dict
+    (parameters and batch-norm running statistics); integer buffers are copied.
+
+    Args:
+        module: the network to follow (its state at construction starts the average).
+        decay: in [0, 1); the average's horizon is about ``1 / (1 - decay)`` steps.
+
+    Raises:
+        ValueError: ``decay`` outside [0, 1).
+
+    Example:
+        >>> net = nn.Linear(1, 1, bias=False)
+        >>> _ = net.weight.data.fill_(0.0)
+        >>> ema = EMA(net, 0.9)
+        >>> _ = net.weight.data.fill_(1.0)
+        >>> ema.update(net)
+        >>> round(float(ema.shadow["weight"]), 4)
+        0.1
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            s = self.shadow[k]
+            if v.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.shadow):
+            raise ValueError("EMA state does not match the network's entries")
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+
+def init_from_weights(task, path: str, kind: str) -> dict:
+    """Start ``task``'s networks from exported (fp16) weights: every network the file holds
+    (G, and D for the DCGAN when shipped) is loaded; the optimizers stay fresh.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file holds another kind or another architecture.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init_from: no weights file at {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        got = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"init_from {path} holds {got!r} weights, expected {kind!r}")
+    loaded = []
+    for name, module in task.modules().items():
+        if name not in payload:
+            continue
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload[name].items()}
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"init_from {path}: {name} does not fit this config ({str(e).splitlines()[0]})") from None
+        loaded.append(name)
+    if "G" not in loaded:
+        raise ValueError(f"init_from {path} holds no G")
+    return {"path": path, "loaded": loaded, "iters": payload.get("iters")}
+
+
 class DeferredInterrupt:
     """Within the block, a first SIGINT (Ctrl-C) only sets :attr:`requested`, so the loop can
     finish the iteration it is in and save a checkpoint on an iteration boundary (a step cut
@@ -194,19 +271,25 @@ def train(
         task.set_data(data, dataset_mean_colour(train_u8))
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
     start, wall = 0, 0.0
+    if cfg.init_from and not resume:
+        init_from_weights(task, cfg.init_from, cfg.model)
+    ema = EMA(task.modules()["G"], cfg.ema_decay) if cfg.ema_decay > 0 else None
     if resume:
         if not os.path.isfile(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         saved = ck["config"]
-        for key in ("model", "data", "batch_size", "ngf", "ndf", "z_dim", "z_dist", "seed", "n_train"):
-            if saved.get(key) != getattr(cfg, key):
+        defaults = TrainConfig()
+        for key in ("model", "data", "batch_size", "ngf", "ndf", "z_dim", "z_dist", "seed", "n_train", "ema_decay"):
+            if saved.get(key, getattr(defaults, key)) != getattr(cfg, key):
                 raise ValueError(
                     f"checkpoint {ckpt_path} was trained with {key}={saved.get(key)!r}, "
                     f"this run has {key}={getattr(cfg, key)!r}"
                 )
         for k, m in task.modules().items():
             m.load_state_dict(ck["models"][k])
+        if ema is not None:
+            ema.load_state_dict(ck["ema_G"])
         for k, o in task.optimizers().items():
             o.load_state_dict(ck["optims"][k])
         start, wall = int(ck["iter"]), float(ck["wall_s"])
@@ -221,10 +304,17 @@ def train(
                 "mean_colour": getattr(task, "mean_colour", None),
                 "models": {k: m.state_dict() for k, m in task.modules().items()},
                 "optims": {k: o.state_dict() for k, o in task.optimizers().items()},
+                **({"ema_G": ema.state_dict()} if ema is not None else {}),
             },
             ckpt_path,
         )
         save_grid(task.samples(), os.path.join(out_dir, "samples.png"))
+        if ema is not None:  # the exported G's samples
+            g = task.modules()["G"]
+            live = {k: v.clone() for k, v in g.state_dict().items()}
+            g.load_state_dict(ema.state_dict())
+            save_grid(task.samples(), os.path.join(out_dir, "samples_ema.png"))
+            g.load_state_dict(live)
 
     with open(os.path.join(out_dir, "command.json"), "w") as f:
         json.dump({"command": command, "config": dataclasses.asdict(cfg), "data": dataset.metadata()}, f, indent=1)
@@ -250,6 +340,8 @@ def train(
                 idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
                 real = uint8_to_signed(data[idx].numpy()).to(device)
                 losses = task.step(real, gen)
+                if ema is not None:
+                    ema.update(task.modules()["G"])
                 wall += time.perf_counter() - t0
                 row = {"iter": it + 1, **{k: round(v, 6) for k, v in losses.items()}, "wall_s": round(wall, 3)}
                 if writer is None:
@@ -279,6 +371,8 @@ def export_checkpoint(ckpt_path: str, out_path: str, command: Optional[str] = No
     task = make_task(cfg, torch.device("cpu"))
     for k, m in task.modules().items():
         m.load_state_dict(ck["models"][k])
+    if ck.get("ema_G") is not None:  # the averaged generator is the one shipped
+        task.modules()["G"].load_state_dict(ck["ema_G"])
     if ck.get("mean_colour") is not None:
         task.mean_colour = ck["mean_colour"]
     payload = task.export()

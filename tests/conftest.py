@@ -1,6 +1,32 @@
+"""Shared fixtures and the ``gpu`` marker's skip logic. What the suite promises, file by file, and
+what a green run means: tests/README.md."""
+
 import numpy as np
 import pytest
 from skimage import data, transform
+
+
+def _cuda_reason() -> "str | None":
+    """Why the ``gpu`` tests cannot run here, or None when CUDA is usable."""
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        return f"needs CUDA: torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return "needs CUDA: no CUDA device is visible"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run wherever CUDA exists and are reported as skipped, with the reason,
+    where it does not."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    reason = _cuda_reason()
+    if reason is not None:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _to_u8(img):

@@ -5,9 +5,13 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from bench.run import main
+from facefill_core.fileio import sha256_file
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "facefill_core", "weights")
 
@@ -29,9 +33,49 @@ def bad_files(tmp_path_factory):
     (d / "flipped.json").write_text(json.dumps(meta))
     empty = d / "empty_folder"
     empty.mkdir()
+    # data that opens but yields nothing usable: every file unreadable, every image too small,
+    # a CelebA folder (its partition list) without any image
+    junk = d / "junk_folder"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"face{i}.png").write_bytes(b"not an image\n")
+    small = d / "small_folder"
+    small.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((12, 15, 3), 90, np.uint8)).save(small / f"face{i}.png")
+    celeba = d / "celeba_no_images"
+    celeba.mkdir()
+    (celeba / "list_eval_partition.txt").write_text("000001.jpg 2\n")
+    # shipped DCGAN weights re-saved (with their own sha256 record) as trained on z ~ N(0, I)
+    # and with one layer of the wrong shape
+    ship = torch.load(os.path.join(WEIGHTS, "dcgan_embedded.pt"), weights_only=True)
+    for name, edit in (("normal_z", _z_normal), ("wrong_shape", _wrong_shape)):
+        torch.save(edit(dict(ship)), d / f"{name}.pt")
+        (d / f"{name}.json").write_text(json.dumps({"sha256": sha256_file(str(d / f"{name}.pt"))}))
     a_file = d / "a_file.txt"
     a_file.write_text("x")
-    return {"garbage": str(garbage), "flipped": str(flipped), "empty": str(empty), "file": str(a_file), "dir": d}
+    return {
+        "garbage": str(garbage),
+        "flipped": str(flipped),
+        "empty": str(empty),
+        "junk": str(junk),
+        "small": str(small),
+        "celeba": str(celeba),
+        "normal_z": str(d / "normal_z.pt"),
+        "wrong_shape": str(d / "wrong_shape.pt"),
+        "file": str(a_file),
+        "dir": d,
+    }
+
+
+def _z_normal(p):
+    return {**p, "config": {**p["config"], "z_dist": "normal"}}
+
+
+def _wrong_shape(p):
+    g = dict(p["G"])
+    g["main.0.weight"] = g["main.0.weight"][:, :128].clone()
+    return {**p, "G": g}
 
 
 DCGAN = os.path.join(WEIGHTS, "dcgan_embedded.pt")
@@ -42,6 +86,15 @@ CASES = {
     "bad-data-spec": (["--data", "imagenet:/x"], "--data"),
     "missing-folder": (["--data", "folder:/no/such/folder"], "/no/such/folder"),
     "empty-folder": (["--data", "folder:{empty}"], "--data"),
+    "folder-all-unreadable": (
+        ["--data", "folder:{junk}", "--n-images", "3"],
+        "--data: no usable image in {junk}: 3 file(s) failed to decode, 0 smaller than 16x16 px",
+    ),
+    "folder-all-too-small": (
+        ["--data", "folder:{small}", "--n-images", "3"],
+        "--data: no usable image in {small}: 0 file(s) failed to decode, 3 smaller than 16x16 px",
+    ),
+    "celeba-without-images": (["--data", "celeba:{celeba}"], "--data: no image files (png/jpg/jpeg/bmp) in {celeba}"),
     "n-images-zero": (["--n-images", "0"], "--n-images"),
     "n-images-too-many": (["--n-images", "100000"], "--n-images"),
     "n-images-not-int": (["--n-images", "eight"], "--n-images"),
@@ -56,8 +109,22 @@ CASES = {
     "box-outside-image": (["--box", "100,100,120,120"], "--box"),
     "weights-missing": (["--weights-dcgan", "/no/such.pt"], "--weights-dcgan"),
     "weights-not-a-checkpoint": (["--weights-dcgan", "{garbage}"], "--weights-dcgan"),
-    "weights-wrong-kind": (["--weights-ce", DCGAN, "--methods", "ce"], "--weights-ce"),
-    "weights-sha-mismatch": (["--weights-dcgan", "{flipped}", "--methods", "si"], "--weights-dcgan"),
+    "weights-wrong-kind": (
+        ["--weights-ce", DCGAN, "--methods", "ce"],
+        f"--weights-ce {DCGAN}: {DCGAN} holds 'dcgan' weights, expected 'ce'",
+    ),
+    "weights-sha-mismatch": (
+        ["--weights-dcgan", "{flipped}", "--methods", "si"],
+        "--weights-dcgan {flipped}: sha256 mismatch for {flipped}: recorded ",
+    ),
+    "weights-z-distribution": (
+        ["--weights-dcgan", "{normal_z}", "--methods", "si"],
+        "were trained with z ~ normal, but the search draws z ~ uniform",
+    ),
+    "weights-wrong-shape": (
+        ["--weights-dcgan", "{wrong_shape}", "--methods", "si"],
+        "size mismatch for main.0.weight",
+    ),
     "gpus-negative": (["--gpus", "-1"], "--gpus"),
     "gpus-not-visible": (["--gpus", "64"], "--gpus"),
     "workers-negative": (["--workers", "-2"], "--workers"),
@@ -75,6 +142,7 @@ CASES = {
 def test_bad_invocation_is_one_line_exit_2_and_creates_nothing(name, bad_files, tmp_path, capsys):
     args, needle = CASES[name]
     args = [a.format(**bad_files) for a in args]
+    needle = needle.format(**bad_files)
     if "--out" not in args:
         args += ["--out", str(tmp_path / "run")]
     before = set(os.listdir(bad_files["dir"]))
@@ -120,7 +188,11 @@ def test_report_bad_run_dirs_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad" / "records"
     bad.mkdir(parents=True)
     (bad / "u.jsonl").write_text('{"psnr": 1')
-    for d, needle in ((tmp_path / "missing", "not a run directory"), (empty, "holds no records"), (bad.parent, "cannot be read")):
+    for d, needle in (
+        (tmp_path / "missing", "not a run directory"),
+        (empty, "holds no records"),
+        (bad.parent, "cannot be read"),
+    ):
         assert report_main([str(d)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err

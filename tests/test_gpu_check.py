@@ -107,3 +107,11 @@ def test_cpu_half_runs_and_says_cuda_was_not_run(tmp_path):
     assert all(r["its_per_s"] > 0 for r in rep["training"])
     assert rep["end_to_end"]["records"] == len(methods) * 1 * 2  # all methods x centre x 2 images
     assert rep["projection"]["wall_h_1"] == pytest.approx(4 * rep["projection"]["wall_h_4"])
+
+
+def test_default_out_is_a_new_directory_never_the_committed_results():
+    import re
+
+    out = gpu_check.default_out()
+    assert re.fullmatch(r"results/runs/gpu-check-\d{8}-\d{6}", out), out
+    assert not out.startswith(os.path.join("results", "gpu"))

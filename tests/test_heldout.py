@@ -55,3 +55,26 @@ def test_scores_every_checkpoint_of_a_gfc_run(tmp_path):
         assert 0 <= float(r["noise_l1"]) < 1  # measured (near 0 here: a 2-iteration net ignores its input)
     assert (run / "heldout.png").stat().st_size > 1000
     assert sorted(p.name for p in (run / "snapshots").glob("iter_*[0-9].pt")) == ["iter_000001.pt", "iter_000002.pt"]
+
+
+def test_select_centre_chooses_and_judges_on_the_centre_mask_only():
+    """A centre-trained CE is chosen on the centre mask: a snapshot that is best on the mean over
+    the masks but worse on the centre is not the one."""
+    import pytest
+
+    from bench.heldout import best_snapshot
+
+    curve = _curve(lambda i: 20.0, [250, 500])
+    curve[250] = {m: (21.0 if m == "centre" else 20.0, 0.5) for m in MASKS}  # centre best, mean 20.25
+    curve[500] = {m: (20.5 if m == "centre" else 22.0, 0.5) for m in MASKS}  # mean 21.625
+    assert best_snapshot(curve) == 500
+    assert best_snapshot(curve, "centre") == 250
+    assert best_snapshot({750: {"centre": (30.0, 0.5)}}, "centre") == 750  # the other masks not needed
+    # the plateau rule looks at the centre mask only: flat there, still climbing elsewhere
+    c = {i: {m: (20.0 if m == "centre" else 20 + i / 1000, 0.5) for m in MASKS} for i in range(250, 4001, 250)}
+    assert plateau_gain(c, "centre") == {"centre": 0.0}
+    assert abs(plateau_gain(c)["left"] - 0.875) < 1e-9
+    with pytest.raises(ValueError, match="select must be one of mean, centre"):
+        best_snapshot(curve, "middle")
+    with pytest.raises(ValueError, match="no snapshot scored on centre"):
+        best_snapshot({250: {"left": (20.0, 0.5)}}, "centre")

@@ -46,7 +46,8 @@ def test_every_method_contract(name, faces, train_u8):
 
 def test_registry_errors_and_weights_info():
     with pytest.raises(
-        ValueError, match=r"unknown method 'pconv'; known: si, si-ld, si-ld\+, si-ldsoft, ce, gfc, telea"
+        ValueError,
+        match=r"unknown method 'pconv'; known: si, si-ld, si-ld\+, si-ldsoft, ce, ce-centre, gfc, gfc-square, telea",
     ):
         build("pconv")
     with pytest.raises(ValueError, match="unknown method 'x'"):
@@ -62,29 +63,30 @@ def test_every_list_derives_from_the_registry():
     from facefill_core import inpaint
     from facefill_core.config import BenchConfig
     from facefill_core.inpainters import LATENT_METHODS
-    from facefill_core.methods import LATENT, WEIGHTS_KINDS, LatentSearch, MethodInfo
+    from facefill_core.methods import LATENT, WEIGHTS_KINDS, LatentSearch, MethodInfo, weights_field
 
     assert LATENT_METHODS == tuple(n for n, m in REGISTRY.items() if m.family == LATENT)
     assert LATENT_METHODS == ("si", "si-ld", "si-ld+", "si-ldsoft")
     assert inpaint.METHODS is REGISTRY and BenchConfig().methods == tuple(REGISTRY)
-    assert WEIGHTS_KINDS == ("dcgan", "ce", "gfc")
+    assert WEIGHTS_KINDS == ("dcgan", "ce", "ce-centre", "gfc", "gfc-square")
     help_text = build_parser().format_help()
     for name, m in REGISTRY.items():
         assert name in help_text
         if m.weights:  # one flag per kind, one config field per kind, used by every method of that kind
             assert m.weights_flag in help_text
-            assert BenchConfig(**{f"weights_{m.weights}": "/w.pt"}).weights_for(name) == "/w.pt"
+            assert BenchConfig(**{weights_field(m.weights): "/w.pt"}).weights_for(name) == "/w.pt"
     assert BenchConfig(weights_dcgan="/g.pt").weights_for("si-ldsoft") == "/g.pt"
     assert BenchConfig(weights_dcgan="/g.pt").weights_for("telea") is None
     fields = {f.name for f in dataclasses.fields(BenchConfig)}
-    assert {f"weights_{k}" for k in WEIGHTS_KINDS} <= fields
+    assert {weights_field(k) for k in WEIGHTS_KINDS} <= fields
+    assert weights_field("ce-centre") == "weights_ce_centre"
     with pytest.raises(ValueError, match="a latent method .* declares its search"):
         MethodInfo("x", LATENT, "no search", "dcgan")
     with pytest.raises(ValueError, match="steer must be one of"):
         LatentSearch(steer="sideways")
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "ce", "gfc"])
+@pytest.mark.parametrize("kind", ["dcgan", "ce", "gfc", "ce-centre", "gfc-square"])
 def test_shipped_weights_checksum_and_size(kind, tmp_path):
     p = shipped_path(kind)
     meta = json.load(open(os.path.splitext(p)[0] + ".json"))
@@ -103,14 +105,15 @@ def test_shipped_weights_checksum_and_size(kind, tmp_path):
 @pytest.mark.parametrize("name", ["ce", "gfc"])
 def test_trained_baselines_beat_mean_fill(name, faces):
     """Centre mask, 16 test images: the trained model beats mean-colour fill in PSNR. Measured
-    with the shipped weights: CE 27.23 dB, GFC 25.75 dB, mean fill 22.76 dB (margins 4.5 and
-    3.0 dB); asserted: at least 1 dB."""
+    with the shipped weights: CE 27.23 dB, GFC 25.75 dB, mean fill 22.76 dB (margins 4.46 and
+    2.99 dB). Fixed weights and data: asserted within 0.3 dB of the measured margin (floating point
+    across machines moves it by far less), so a weaker model or a broken input encoding fails."""
     h = make_masks(MaskConfig("centre"), 16)
     out = build(name).inpaint(faces, h, image_indices=list(range(16)))
     mean = build("mean").inpaint(faces, h)
     p = psnr(to_unit_range(out), to_unit_range(faces)).mean()
     p_mean = psnr(to_unit_range(mean), to_unit_range(faces)).mean()
-    assert p > p_mean + 1.0, (p, p_mean)
+    assert p > p_mean + {"ce": 4.46, "gfc": 2.99}[name] - 0.3, (p, p_mean)
 
 
 @pytest.mark.parametrize("model", ["ce", "gfc"])
@@ -127,3 +130,5 @@ def test_two_iteration_training_and_resume(model, tmp_path):
 def test_wrong_kind_of_weights():
     with pytest.raises(ValueError, match="holds 'dcgan' weights, expected 'ce'"):
         load_payload(shipped_path("dcgan"), "ce", verify=False)
+    with pytest.raises(ValueError, match="holds 'dcgan' weights, expected 'ce'"):  # a ce network, one protocol
+        load_payload(shipped_path("dcgan"), "ce-centre", verify=False)

@@ -188,3 +188,66 @@ def test_ctrl_c_between_d_and_g_steps_resumes_exactly(tmp_path, monkeypatch, mod
                 )
     rows = list(csv.DictReader(open(cut / "loss.csv")))
     assert [int(r["iter"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_ema_closed_form():
+    """decay 0.9, weight 0 then 1, 1: the average is 0.1 then 0.19; integer buffers are copied."""
+    from torch import nn
+
+    from facefill_core.training import EMA
+
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    net[0].weight.data.fill_(0.0)
+    ema = EMA(net, 0.9)
+    net[0].weight.data.fill_(1.0)
+    net[1].num_batches_tracked.fill_(5)
+    ema.update(net)
+    assert float(ema.shadow["0.weight"]) == pytest.approx(0.1)
+    assert int(ema.shadow["1.num_batches_tracked"]) == 5
+    ema.update(net)
+    assert float(ema.shadow["0.weight"]) == pytest.approx(0.19)
+    with pytest.raises(ValueError, match="decay must be in"):
+        EMA(net, 1.0)
+
+
+def test_ema_resume_is_exact_and_export_ships_the_average(tmp_path):
+    """3 iterations straight vs 2 + resume: the averaged G is bit-identical; the exported G is the
+    average (not the live G), and the resume refuses another decay."""
+    from facefill_core.training import export_checkpoint
+
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(_cfg(iters=3, ema_decay=0.5), str(full), progress=False)
+    train(_cfg(iters=2, ema_decay=0.5), str(split), progress=False)
+    with pytest.raises(ValueError, match="ema_decay=0.5.*ema_decay=0.9"):
+        train(_cfg(iters=3, ema_decay=0.9), str(split), resume=True, progress=False)
+    train(_cfg(iters=3, ema_decay=0.5), str(split), resume=True, progress=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    for k, v in a["ema_G"].items():
+        assert torch.equal(v, b["ema_G"][k]), f"ema G.{k} differs after resume"
+    key = next(k for k, v in a["models"]["G"].items() if v.is_floating_point() and v.numel() > 1)
+    assert not torch.equal(a["ema_G"][key], a["models"]["G"][key])  # the average lags the live weights
+    exp = tmp_path / "w.pt"
+    export_checkpoint(str(full / "checkpoint.pt"), str(exp))
+    shipped = torch.load(exp, weights_only=True)["G"]
+    assert torch.equal(shipped[key], a["ema_G"][key].half())
+    assert (full / "samples_ema.png").stat().st_size > 1000
+
+
+def test_init_from_exported_weights_starts_from_them(tmp_path):
+    """A run started from exported weights begins at exactly those (fp16-rounded) G and D
+    with fresh optimizers; a file of another kind is refused."""
+    from facefill_core.training import export_checkpoint
+
+    train(_cfg(iters=2), str(tmp_path / "a"), progress=False)
+    exp = tmp_path / "a.pt"
+    export_checkpoint(str(tmp_path / "a" / "checkpoint.pt"), str(exp))
+    train(_cfg(iters=0, init_from=str(exp), seed=1), str(tmp_path / "b"), progress=False)
+    src = torch.load(exp, weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for name in ("G", "D"):
+        for k, v in src[name].items():
+            assert torch.equal(b["models"][name][k], v.float() if v.is_floating_point() else v), f"{name}.{k}"
+    assert b["optims"]["G"]["state"] == {}
+    with pytest.raises(ValueError, match="holds 'dcgan' weights, expected 'ce'"):
+        train(_cfg(model="ce", iters=0, init_from=str(exp)), str(tmp_path / "c"), progress=False)

@@ -1,6 +1,9 @@
 """Latent-search step time at K = 64 (one image, centre mask) for si, si-ld, si-ld+, and wall
 time per image-mask at the quick preset. Target: si-ld step <= 1.10 x si step (ratio of minima,
-one run). The paper preset (64 x 1000) is reported as 1000 x the measured step time."""
+one run; met: 1.09x on the quiet 2-core machine, README), asserted as a floor. The paper preset
+(64 x 1000) is reported as 1000 x the measured step time."""
+
+import os
 
 import pytest
 import torch
@@ -49,6 +52,8 @@ def test_quick_preset_wall(benchmark, setup, ratios):
 
 def test_z_step_ratio(ratios):
     if "step_si" not in ratios or "step_si-ld" not in ratios:
+        if os.environ.get("FACEFILL_REQUIRE_RATIOS"):  # .ci/run: a ratio check that did not run fails
+            pytest.fail("the timed benchmarks did not run (run without --benchmark-skip)")
         pytest.skip("run with make bench")
     r = ratios["step_si-ld"] / ratios["step_si"]
     print(
@@ -56,5 +61,4 @@ def test_z_step_ratio(ratios):
         f"si-ld+ {ratios['step_si-ld+'] * 1e3:.1f} ms; "
         f"paper preset per image-mask ~ {ratios['step_si-ld'] * 1000:.0f} s"
     )
-    if r > 1.10:  # the target is reported as measured, never loosened (README, Performance)
-        pytest.xfail(f"si-ld step {r:.2f}x si at K=64 (target <= 1.10x): torch already uses both cores")
+    assert r <= 1.10, f"si-ld step {r:.2f}x si at K=64 (floor: <= 1.10x, met at 1.09x)"

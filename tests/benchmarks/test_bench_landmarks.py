@@ -2,17 +2,19 @@
 canonical box): the batch-major C++ kernels (all threads, 1 thread, and 1 thread per instruction
 set), dlib's own per-image C++ call (1 thread, all threads) and a Python loop over dlib's Python
 API. Every variant is timed once per round, rounds interleaved, minimum kept; ratios of minima from
-one run. Targets (issue 17): batch, all threads >= 8x the Python loop at 64 faces, aiming for 15x;
-all threads >= 1.8x one thread. An unmet target is an xfail carrying the measured value."""
+one run. Targets: batch, all threads >= 8x the Python loop at 64 faces (met: 8.4x-10.2x on the
+quiet 2-core AVX2 machine, README), asserted as a floor, so a regression fails; all threads >= 1.8x
+one thread (never met: 1.34x), an expected failure carrying the measured value."""
 
+import os
 import time
 
+import dlib  # dlib-bin, a test dependency: a missing one fails here, it does not skip
 import pytest
 
 from facefill_core.data import FaceDataset
 from facefill_core.landmarks import DEFAULT_MODEL_PATH, LandmarkPredictor, available_isas
 
-dlib = pytest.importorskip("dlib")
 BOX = (8, 16, 55, 63)
 SIZES = {64: 15, 256: 6, 1024: 3}  # batch size: rounds
 _RESULTS: dict = {}  # batch size -> {variant: seconds (min)}
@@ -65,6 +67,8 @@ def test_interleaved(benchmark, faces, ratios, n):
 
 def test_z_ratios():
     if not _RESULTS:
+        if os.environ.get("FACEFILL_REQUIRE_RATIOS"):  # .ci/run: a ratio check that did not run fails
+            pytest.fail("the timed benchmarks did not run (run without --benchmark-skip)")
         pytest.skip("run with make bench")
     lines = ["", "landmarks: us per face (min of interleaved rounds); ratio = dlib python loop / variant"]
     for n, best in sorted(_RESULTS.items()):
@@ -77,11 +81,8 @@ def test_z_ratios():
         pytest.skip("the 64-face run did not happen")
     vs_python = best64["dlib_python"] / best64["batch_all"]
     vs_one = best64["batch_1"] / best64["batch_all"]
-    unmet = []
-    if vs_python < 8.0:
-        unmet.append(f"batch (all threads) vs dlib python loop at 64: {vs_python:.2f}x < 8x")
-    if vs_one < 1.8:
-        unmet.append(f"all threads vs 1 thread at 64: {vs_one:.2f}x < 1.8x")
-    print(f"  n=64: {vs_python:.2f}x the python loop (target 8x, aim 15x); {vs_one:.2f}x one thread")
-    if unmet:
-        pytest.xfail("; ".join(unmet))
+    print(f"  n=64: {vs_python:.2f}x the python loop (floor 8x, aim 15x); {vs_one:.2f}x one thread (target 1.8x)")
+    # met (8.4x-10.2x, README): a floor; a landmark speed regression fails here
+    assert vs_python >= 8.0, f"batch (all threads) vs dlib python loop at 64 faces: {vs_python:.2f}x < 8x"
+    if vs_one < 1.8:  # never met: an expected failure carrying its figure
+        pytest.xfail(f"all threads vs 1 thread at 64 faces: {vs_one:.2f}x < 1.8x (never met; 1.34x in README)")
