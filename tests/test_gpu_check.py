@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,19 +23,68 @@ def _rec(method, family, psnr, ssim=0.5, winner=None, i=0):
 def test_agreement_rules_per_family():
     a = [_rec("telea", "classical", 30.0), _rec("ce", "feedforward", 25.0), _rec("si", "latent", 20.0, winner=3),
          _rec("si", "latent", 21.0, winner=1, i=1)]  # fmt: skip
-    b = [_rec("telea", "classical", 30.0), _rec("ce", "feedforward", 25.0005), _rec("si", "latent", 22.0, winner=3),
+    b = [_rec("telea", "classical", 30.0), _rec("ce", "feedforward", 25.0005), _rec("si", "latent", 20.04, winner=3),
          _rec("si", "latent", 21.4, winner=2, i=1)]  # fmt: skip
-    rows = {r["method"]: r for r in gpu_report.agreement(a, b, "x")}
-    assert rows["telea"]["ok"] and rows["telea"]["max_dpsnr"] == 0
+    rows = {r["method"]: r for r in gpu_report.agreement(a, b, "cpu vs cuda")}
+    assert rows["telea"]["ok"] and rows["telea"]["max_dpsnr"] == 0 and rows["telea"]["max_dnme"] == 0
     assert rows["ce"]["ok"] and rows["ce"]["max_dpsnr"] == pytest.approx(5e-4)
-    # image 0: same winner (2 dB apart is allowed); image 1: other winner, 0.4 dB <= 0.5
-    assert rows["si"]["ok"] and rows["si"]["same_winners"] == 1 and rows["si"]["max_dpsnr"] == pytest.approx(2.0)
-    assert not gpu_report.agreement(a, b, "x", strict=True)[2]["ok"]  # mixed precision: 2 dB is too far
-    b[1]["psnr"], b[3]["psnr"] = 25.01, 21.6
+    # image 0: same winner, 0.04 dB <= 0.05; image 1: other winner, 0.4 dB <= 0.5
+    assert rows["si"]["ok"] and rows["si"]["same_winners"] == 1 and rows["si"]["max_dpsnr"] == pytest.approx(0.4)
+    assert all(r["missing"] is None for r in rows.values())
+    b[2]["psnr"] = 20.06  # same winner, 0.06 dB apart: the same z cannot give that
+    assert not {r["method"]: r for r in gpu_report.agreement(a, b, "x")}["si"]["ok"]
+    b[2]["psnr"] = 22.0  # same winner, 2 dB apart
+    assert not gpu_report.agreement(a, b, "x")[2]["ok"]
+    b[2]["psnr"] = 20.3  # mixed precision: 0.3 and 0.4 dB pass whatever the winner, 0.6 does not
+    assert gpu_report.agreement(a, b, "x", strict=True)[2]["ok"]
+    b[3]["psnr"] = 21.6
+    assert not gpu_report.agreement(a, b, "x", strict=True)[2]["ok"]
+    b[1]["psnr"] = 25.01
     rows = {r["method"]: r for r in gpu_report.agreement(a, b, "x")}
     assert not rows["ce"]["ok"] and not rows["si"]["ok"]
     b[0]["psnr"] = 30.0 + 1e-9
     assert not gpu_report.agreement(a[:1], b[:1], "x")[0]["ok"]  # classical fills must be equal
+    b[0]["psnr"], b[0]["nme"] = 30.0, 0.1 + 1e-9
+    assert not gpu_report.agreement(a[:1], b[:1], "x")[0]["ok"]  # NME included
+
+
+def test_agreement_fails_on_nan():
+    a = [_rec("ce", "feedforward", 25.0), _rec("si", "latent", 20.0, winner=1)]
+    b = [_rec("ce", "feedforward", float("nan")), _rec("si", "latent", float("nan"), winner=1)]
+    assert [r["ok"] for r in gpu_report.agreement(a, b, "x")] == [False, False]
+    b = [_rec("ce", "feedforward", 25.0, ssim=float("nan")), _rec("si", "latent", 20.0, ssim=None, winner=1)]
+    assert [r["ok"] for r in gpu_report.agreement(a, b, "x")] == [False, False]
+
+
+def test_agreement_names_every_missing_or_duplicated_pair_in_one_line():
+    a = [_rec("si", "latent", 20.0, winner=0, i=i) for i in range(3)] + [_rec("telea", "classical", 30.0)]
+    b = [_rec("si", "latent", 20.0, winner=0, i=i) for i in (0, 2, 2)] + [_rec("mean", "classical", 10.0)]
+    rows = {r["method"]: r for r in gpu_report.agreement(a, b, "cpu vs cuda")}
+    assert set(rows) == {"si", "telea", "mean"} and not any(r["ok"] for r in rows.values())
+    assert rows["si"]["missing"] == "2 unpaired: centre #1 not in cuda; centre #2 2x in cuda"
+    assert rows["si"]["n"] == 2 and rows["si"]["max_dpsnr"] == 0  # what is paired (#0, #2) still agrees
+    assert rows["telea"]["missing"] == "1 unpaired: centre #0 not in cuda" and rows["telea"]["n"] == 0
+    assert rows["mean"]["missing"] == "1 unpaired: centre #0 not in cpu" and rows["mean"]["n"] == 0
+    assert "\n" not in rows["si"]["missing"]
+    # the same records on both sides: nothing missing, all agree
+    assert all(r["ok"] and r["missing"] is None for r in gpu_report.agreement(a, list(a), "cpu vs cuda"))
+
+
+def test_landmark_parity_rule_bounds_mean_p99_and_max():
+    d = np.zeros(64 * 136)
+    assert gpu_report.landmark_parity_ok(d)
+    d[:40] = 0.5  # mean 0.0018, 99th percentile 0, max 0.5: a few points on a tree threshold
+    assert gpu_report.landmark_parity_ok(d)
+    one = d.copy()
+    one[0] = 0.7  # one point past the max
+    assert not gpu_report.landmark_parity_ok(one)
+    tail = np.zeros_like(d)
+    tail[: len(d) // 50] = 0.2  # 2 % at 0.2 px: mean 0.004, 99th percentile 0.2 > 0.12
+    assert tail.mean() <= gpu_report.LANDMARK_MEAN_TOL and not gpu_report.landmark_parity_ok(tail)
+    drift = np.full_like(d, 0.01)  # every point 0.01 px off: mean past 0.006
+    assert not gpu_report.landmark_parity_ok(drift)
+    assert not gpu_report.landmark_parity_ok(np.array([np.nan])) and not gpu_report.landmark_parity_ok(np.array([]))
+    assert (gpu_check.LANDMARK_MEAN_TOL, gpu_check.LANDMARK_P99_TOL, gpu_check.LANDMARK_MAX_TOL) == (0.006, 0.12, 0.6)
 
 
 def test_projection_closed_form(monkeypatch):
@@ -96,6 +146,7 @@ def test_cpu_half_runs_and_says_cuda_was_not_run(tmp_path):
     assert all(0 <= r["winner"] < size["candidates"] for r in recs if r["family"] == "latent")
     assert [r["batch"] for r in rep["landmarks"]] == list(size["lm_batches"])
     assert all(r["ok"] and r["mean_abs_px"] <= gpu_check.LANDMARK_MEAN_TOL for r in rep["landmarks"])
+    assert all(r["p99_abs_px"] <= gpu_check.LANDMARK_P99_TOL and r["max_abs_px"] <= 0.6 for r in rep["landmarks"])
     steps = rep["steps"]
     assert all(r["ms_per_step"] > 0 and r["peak_mem_mib"] is None for r in steps)
     assert all(r["landmark_wait_share"] == 0 for r in steps if r["method"] == "si")  # no landmarks at all

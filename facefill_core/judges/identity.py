@@ -16,13 +16,16 @@ FACENET_SIZE = 160
 class FaceNet:
     """The FaceNet graph, loaded once. Args: ``model_path`` (None: the shipped one)."""
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, portable: bool = False) -> None:
         import cv2
 
         from facefill_core.judges import model_path as _model_path
 
         self.model_path = model_path or _model_path("identity")
         self.net = cv2.dnn.readNetFromTensorflow(self.model_path)
+        # portable: OpenCV's run-time SIMD dispatch off while the graph runs (cv2.setUseOptimized),
+        # so its bits do not depend on the CPU (pinned numerics; ~10% slower here)
+        self.portable = portable
 
     def __call__(self, images) -> np.ndarray:
         """``np.float64 (N, 512)`` unit embeddings of uint8 ``(N, H, W, 3)`` RGB images."""
@@ -32,12 +35,20 @@ class FaceNet:
         if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, H, W, 3) RGB, got {a.dtype} {a.shape}")
         out = np.zeros((len(a), 512))
-        for i, im in enumerate(a):  # the graph's batch is fixed at 1
-            x = cv2.resize(im, (FACENET_SIZE, FACENET_SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-            x = (x - x.mean()) / max(float(x.std()), 1.0 / np.sqrt(x.size))
-            self.net.setInput(x.transpose(2, 0, 1)[None])
-            e = self.net.forward().reshape(-1).astype(np.float64)
-            out[i] = e / np.linalg.norm(e)
+        optimized, threads = cv2.useOptimized(), cv2.getNumThreads()
+        if self.portable:
+            cv2.setUseOptimized(False)
+            cv2.setNumThreads(1)
+        try:
+            for i, im in enumerate(a):  # the graph's batch is fixed at 1
+                x = cv2.resize(im, (FACENET_SIZE, FACENET_SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+                x = (x - x.mean()) / max(float(x.std()), 1.0 / np.sqrt(x.size))
+                self.net.setInput(x.transpose(2, 0, 1)[None])
+                e = self.net.forward().reshape(-1).astype(np.float64)
+                out[i] = e / np.linalg.norm(e)
+        finally:
+            cv2.setUseOptimized(optimized)
+            cv2.setNumThreads(threads)
         return out
 
 

@@ -13,7 +13,7 @@ import dlib  # dlib-bin, a test dependency: a missing one fails here, it does no
 import pytest
 
 from facefill_core.data import FaceDataset
-from facefill_core.landmarks import DEFAULT_MODEL_PATH, LandmarkPredictor, available_isas
+from facefill_core.landmarks import LandmarkPredictor, available_isas, default_model_path
 
 BOX = (8, 16, 55, 63)
 SIZES = {64: 15, 256: 6, 1024: 3}  # batch size: rounds
@@ -28,7 +28,7 @@ def faces():
 
 def _variants(imgs):
     all_threads, one = LandmarkPredictor(num_threads=0), LandmarkPredictor(num_threads=1)
-    sp, rect = dlib.shape_predictor(DEFAULT_MODEL_PATH), dlib.rectangle(*BOX)
+    sp, rect = dlib.shape_predictor(default_model_path()), dlib.rectangle(*BOX)
     v = {
         "batch_all": lambda: all_threads.predict(imgs, box=BOX),
         "batch_1": lambda: one.predict(imgs, box=BOX),
