@@ -161,6 +161,12 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     workers = a.workers if a.workers is not None else usable_cpus()
     if workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
+    if a.address is None and gpus == 0:  # a local cluster of CPU workers: does it fit in memory?
+        from bench.numerics import available_memory_mib, check_memory
+
+        problem = check_memory(workers, available_memory_mib())
+        if problem:
+            raise UsageError(problem)
     box = _parse_box(a.box)
     try:
         ds = FaceDataset(a.data, box=box)

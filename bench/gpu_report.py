@@ -13,10 +13,11 @@ import numpy as np
 LATENT_PSNR_TOL = 0.5  # dB, per image, when the winning candidate differs
 LATENT_SAME_PSNR_TOL = 0.05  # dB, per image, same winning candidate: the same z up to float error
 FF_PSNR_TOL, FF_SSIM_TOL = 1e-3, 1e-4  # feed-forward nets: float tolerance
-# px, torch cascade vs C++ per coordinate, near the error measured on CPU (mean 0.0036, 99th
-# percentile 0.081, max 0.47: a point whose tree leaf differs where a feature sits on a threshold);
-# the same bounds as tests/test_landmarks_torch.py
-LANDMARK_MEAN_TOL, LANDMARK_P99_TOL, LANDMARK_MAX_TOL = 0.006, 0.12, 0.6
+# px, torch cascade vs C++ per coordinate on the battery's faces (drawn from the DCGAN prior), near
+# the error measured by the CPU half on the 2-core AVX2 machine: mean 0.0028-0.0092, 99th percentile
+# 0.074-0.22, max 0.46-0.90 (a point whose tree leaf differs where a feature sits on a threshold;
+# tests/test_landmarks_torch.py bounds its own faces at 0.006 / 0.12 / 0.6)
+LANDMARK_MEAN_TOL, LANDMARK_P99_TOL, LANDMARK_MAX_TOL = 0.015, 0.3, 1.2
 PAPER = {"images": 500, "masks": 4, "candidates": 64, "iters": 1000}
 
 
@@ -89,11 +90,12 @@ def agreement(a: list[dict], b: list[dict], label: str, strict: bool = False) ->
         if fam == "classical":
             ok, rule = bool(dp.max() == 0 and ds.max() == 0 and max(dn, default=0) == 0 and same_nme_none), "equal"
         elif fam == "feedforward":
-            ok, rule = bool(dp.max() <= FF_PSNR_TOL and ds.max() <= FF_SSIM_TOL), f"|dPSNR|<={FF_PSNR_TOL}"
+            ok, rule = bool(dp.max() <= FF_PSNR_TOL and ds.max() <= FF_SSIM_TOL), f"abs dPSNR<={FF_PSNR_TOL}"
         else:
             tol = [LATENT_SAME_PSNR_TOL if s and not strict else LATENT_PSNR_TOL for s in same]
             ok = bool(pairs) and all(d <= t for d, t in zip(dp, tol))
-            rule = ("" if strict else f"|dPSNR|<={LATENT_SAME_PSNR_TOL} same winner, else ") + f"<={LATENT_PSNR_TOL}"
+            same_rule = "" if strict else f"<={LATENT_SAME_PSNR_TOL} same winner, else"
+            rule = f"abs dPSNR{same_rule}<={LATENT_PSNR_TOL}"
         rows.append(
             {"compare": label, "method": method, "family": fam, "n": len(pairs), "max_dpsnr": float(dp.max()),
              "max_dssim": float(ds.max()), "max_dnme": max(dn, default=None),

@@ -148,7 +148,7 @@ def landmark_parity(sh: Shared, device, batches) -> list[dict]:
 # -- mixed precision ------------------------------------------------------------------------
 def mixed_precision(sh: Shared, device, size: dict, fp32: list[dict]) -> list[dict]:
     """Latent methods under autocast against their fp32 records on the same device (centre)."""
-    ref = [r for r in fp32 if r["mask"] == "centre"]
     names = size["amp_methods"] or [m for m, i in _methods().items() if i.family == "latent"]
+    ref = [r for r in fp32 if r["mask"] == "centre" and r["method"] in names]  # the methods run under autocast
     amp = [r for m in names for r in method_records(sh, m, device, size, masks=("centre",), amp=True)]
     return agreement(ref, amp, f"{device.type} fp32 vs autocast", strict=True)

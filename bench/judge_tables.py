@@ -84,6 +84,10 @@ def distribution_scores(run_dir: str, manifest: dict, subsets: int = 100) -> dic
     scores = {}
     for key, images in sorted(outs.items()):
         f = net(images)
+        if min(len(f), len(ref)) < 2:  # KID/FID need two samples a side: a 1-image run has no score
+            nan = float("nan")
+            scores[key] = {"kid": nan, "kid_std": nan, "kid_subset": 0, "fid": nan, "n": len(f), "n_ref": len(ref)}
+            continue
         k_mean, k_std, size = kid(f, ref, subsets=subsets)
         scores[key] = {
             "kid": k_mean,

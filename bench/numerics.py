@@ -107,6 +107,53 @@ def _cgroup_quota(roots: tuple) -> Optional[float]:
     return None
 
 
+# Peak resident memory of one CPU worker running every method (one landmark predictor shared by
+# the methods and the metric, the models, the judges): ~760 MiB measured on the quick preset;
+# Ray's own processes and the driver take about 1 GiB more.
+WORKER_MEMORY_MIB = 800
+RAY_AND_DRIVER_MIB = 1024
+
+
+def available_memory_mib(meminfo: str = "/proc/meminfo", cgroup_roots: tuple = ("/sys/fs/cgroup",)) -> Optional[int]:
+    """Memory this process can still use, in MiB: ``MemAvailable``, capped by the cgroup's limit
+    minus its current use (``memory.max`` / ``memory.current``, v2). None when unknown."""
+    avail = None
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    for root in cgroup_roots:
+        try:
+            with open(os.path.join(root, "memory.max")) as f:
+                limit = f.read().strip()
+            with open(os.path.join(root, "memory.current")) as f:
+                used = int(f.read())
+            if limit != "max":
+                left = (int(limit) - used) // 2**20
+                avail = left if avail is None else min(avail, left)
+        except (OSError, ValueError):
+            pass
+    return avail
+
+
+def check_memory(n_workers: int, available_mib: Optional[int]) -> Optional[str]:
+    """One line when ``n_workers`` CPU workers will not fit in ``available_mib``, else None."""
+    if n_workers <= 0 or available_mib is None:
+        return None
+    need = n_workers * WORKER_MEMORY_MIB + RAY_AND_DRIVER_MIB
+    if need <= available_mib:
+        return None
+    fit = max(0, (available_mib - RAY_AND_DRIVER_MIB) // WORKER_MEMORY_MIB)
+    return (
+        f"--workers {n_workers} needs about {need / 1024:.1f} GiB ({WORKER_MEMORY_MIB} MiB per worker + "
+        f"{RAY_AND_DRIVER_MIB} MiB for Ray and the driver), {available_mib / 1024:.1f} GiB is available: "
+        f"use --workers {fit}" + (" (0 runs in-process)" if fit == 0 else "")
+    )
+
+
 def worker_threads(mode: str, n_cpus: int, n_workers: int, gpus: int = 0) -> tuple[int, int]:
     """(torch threads, C++ landmark threads) for each of ``n_workers`` workers sharing
     ``n_cpus`` (with ``gpus`` > 0, one per GPU and a core left to the driver). Pinned: one torch

@@ -49,3 +49,20 @@ def predictor():
     from facefill_core.landmarks import LandmarkPredictor
 
     return LandmarkPredictor()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cheap_judges(request):
+    """Runs started through the command line (``--metrics all``, the default) compute only the
+    cheap hole-only judge in tests, so that every small run does not load the FaceNet and
+    Inception graphs (~180 MB, seconds per run). ``tests/test_judges.py`` runs every judge,
+    end to end included. Module-scoped and autouse, so it is in place before any module-scoped
+    run fixture is built."""
+    if request.module.__name__.endswith("test_judges"):
+        yield
+        return
+    import facefill_core.judges as judges
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(judges, "DEFAULT_JUDGES", ("hole",))
+        yield

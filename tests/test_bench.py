@@ -160,13 +160,16 @@ def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(out, ".crashed-telea__random__00000-00002"))  # a worker really died
     assert "constructor arguments in the object store" not in r.stderr  # no error-level Ray line per actor
-    # Ray workers run torch on 1 thread, the in-process run on all cores: float reduction order
-    # differs (seen: 2e-9 dB), so compare to a tolerance; same thread count gives equal bytes.
+    # The Ray run re-executes under the pinned numerics environment (MKL_CBWR, ...); the in-process
+    # fixture runs in pytest's own environment, so the two are not bit for bit the same. Measured
+    # (16 records): 15 equal; ce, random, image 1 off by 4.0e-5 dB PSNR and 1.0e-6 SSIM; NME equal.
     a, b = _quality(out), _quality(inproc_run)
     assert [(r["method"], r["mask"], r["image_id"]) for r in a] == [(r["method"], r["mask"], r["image_id"]) for r in b]
+    assert all(r["nme"] is not None for r in a)  # the face is found in every completion: NME is compared
+    tol = {"psnr": 1e-4, "ssim": 1e-5, "nme": 1e-6}  # absolute: dB, SSIM, NME (inter-ocular units)
     for ra, rb in zip(a, b):
-        for k in ("psnr", "ssim"):
-            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-4), (ra, rb)
+        for k, t in tol.items():
+            assert abs(ra[k] - rb[k]) <= t, (k, ra, rb)
 
 
 @pytest.mark.parametrize(

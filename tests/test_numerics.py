@@ -266,3 +266,29 @@ def test_ray_workers_inherit_the_recipe(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert [rec["numerics_pinned"] for rec in _records(out).values()] == [True]
+
+
+def test_memory_check_names_the_fit(tmp_path):
+    from bench.numerics import RAY_AND_DRIVER_MIB, WORKER_MEMORY_MIB, available_memory_mib, check_memory
+
+    assert check_memory(2, 2 * WORKER_MEMORY_MIB + RAY_AND_DRIVER_MIB) is None
+    msg = check_memory(64, 4 * WORKER_MEMORY_MIB + RAY_AND_DRIVER_MIB)
+    assert msg.startswith("--workers 64 needs about 51.0 GiB") and msg.endswith("use --workers 4")
+    assert "0 runs in-process" in check_memory(2, 500)
+    assert check_memory(0, 1) is None and check_memory(8, None) is None
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 8000000 kB\nMemAvailable: 4194304 kB\n")
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "memory.max").write_text(str(3 * 2**30))
+    (cg / "memory.current").write_text(str(2**30))
+    assert available_memory_mib(str(meminfo), (str(tmp_path / "none"),)) == 4096
+    assert available_memory_mib(str(meminfo), (str(cg),)) == 2048  # the cgroup's 2 GiB left is less
+
+
+def test_too_many_workers_for_memory_is_one_line(capsys):
+    from bench.run import main
+
+    assert main(["--workers", "100000", "--methods", "mean", "--masks", "centre", "--n-images", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --workers 100000 needs about")

@@ -2,7 +2,6 @@ import csv
 import json
 import os
 
-import numpy as np
 import pytest
 
 from bench.report import REFERENCE, aggregate, build_report, thesis_rows
@@ -132,4 +131,5 @@ def test_sweep_labels_ordered_and_separate(tmp_path):
     assert stats[("si-ld[margin=8]", "centre")]["psnr"][0] == 28.5
     build_report(run)
     assert os.path.exists(os.path.join(run, "figures", "sweep_margin.png"))
-    assert np.isfinite(stats[("si-ld[margin=2]", "centre")]["psnr"][1])
+    # 22 and 23 dB: mean 22.5, sd 1 / sqrt(2), half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.5
+    assert stats[("si-ld[margin=2]", "centre")]["psnr"] == (22.5, pytest.approx(6.3531, abs=1e-4), 2)

@@ -173,7 +173,10 @@ def test_margin_variants_share_one_search_and_equal_separate_runs(tmp_path):
     runs = {m: str(tmp_path / f"alone{m}") for m in (0, 8)}
     for m, out in runs.items():
         assert main(base + ["--sweep", f"margin={m}", "--out", out]) == 0
-        for key, r in records(out).items():
+        alone = records(out)
+        assert sorted(alone) == sorted(k for k in got if k[0].endswith(f"[margin={m}]")), sorted(alone)
+        assert len(alone) == 4  # si-ld and si-ld+ x 2 images: the loop below has records to compare
+        for key, r in alone.items():
             s = got[key]
             assert (s["psnr"], s["ssim"], s["nme"]) == (r["psnr"], r["ssim"], r["nme"]), key
             assert "shared_search" not in r

@@ -251,3 +251,10 @@ def test_init_from_exported_weights_starts_from_them(tmp_path):
     assert b["optims"]["G"]["state"] == {}
     with pytest.raises(ValueError, match="holds 'dcgan' weights, expected 'ce'"):
         train(_cfg(model="ce", iters=0, init_from=str(exp)), str(tmp_path / "c"), progress=False)
+
+
+def test_cli_refuses_bad_ema_decay_and_missing_init_from(tmp_path, capsys):
+    assert main(["dcgan", "--ema-decay", "1.0", "--out", str(tmp_path / "a")]) == 2
+    assert "--ema-decay must be in [0, 1), got 1.0" in capsys.readouterr().err
+    assert main(["dcgan", "--init-from", str(tmp_path / "none.pt"), "--out", str(tmp_path / "b")]) == 2
+    assert f"--init-from {tmp_path / 'none.pt'}: no such file" in capsys.readouterr().err
