@@ -22,6 +22,8 @@ TINY = [
     "3",
     "--candidates",
     "2",
+    "--metrics",
+    "hole",
     "--no-progress",
 ]
 
