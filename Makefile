@@ -54,7 +54,7 @@ $(STAMP): $(VPY) $(SRC_DEPS)
 RUN_DIR ?= results/runs/quick-$(shell date +%Y%m%d-%H%M%S)
 
 run: setup
-	$(VPY) -m bench.run --masks all --preset quick --n-images 4 --replicates 2 --gpus 0 --numerics pinned --out $(RUN_DIR)
+	$(VPY) -m bench.run --masks all --preset quick --n-images 4 --replicates 2 --candidates 8 --gpus 0 --numerics pinned --out $(RUN_DIR)
 	@$(VPY) -m bench.compare results/quick $(RUN_DIR)
 
 test: setup
