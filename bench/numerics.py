@@ -50,9 +50,12 @@ PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS (DYNAMIC_ARCH): its AVX2 kernels
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's own AVX-512 loops off
+    # the C++ landmark kernels: every path gives dlib's bits (tests/test_landmarks_ext.py), but
+    # only the AVX2 and SSE2 paths have run here; pinned, every CPU runs the AVX2 path
+    "FACEFILL_ISA": "avx2",
 }
 PINNED_TORCH_THREADS = 1
-_RECORDED_ENV = (*PINNED_ENV, "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "FACEFILL_ISA")
+_RECORDED_ENV = (*PINNED_ENV, "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _REEXEC_MARK = "FACEFILL_NUMERICS_REEXEC"  # set in the child of a re-exec: never loop
 # mkl_cbwr_get's return values (mkl_service.h) for the branches this recipe can meet
 _MKL_BRANCHES = {0: "off", 1: "off", 2: "auto", 3: "compatible", 4: "sse2", 8: "sse4_2", 9: "avx", 10: "avx2"}
