@@ -233,6 +233,8 @@ def score(kit: str, predictions: str, name: str, out: str, command: Optional[lis
     fields = {f.name for f in dataclasses.fields(cfg)}
     if run is not None and "numerics" in fields and "numerics" in run.get("config", {}):
         cfg = dataclasses.replace(cfg, numerics=run["config"]["numerics"])  # the run's floating point
+    if run is not None and "metrics" in run.get("config", {}):
+        cfg = dataclasses.replace(cfg, metrics=tuple(run["config"]["metrics"]))  # the run's judges: same fields
     runner = UnitRunner(cfg, cfg.out, WorkerInputs(ts, points, holes=holes), "cpu", torch.get_num_threads())
     stub = _External()
     results = []
