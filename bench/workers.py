@@ -377,13 +377,14 @@ def make_ray_worker():
         def results(self, unit: Unit, inputs_box: list) -> list[dict]:
             if self.runner is None:  # the first call, also after a restart
                 cfg, run_dir, device, num_threads = self.args
-                self.runner = UnitRunner(cfg, run_dir, ray.get(inputs_box[0]), device, num_threads)
-                if self.runner.numerics_problems:  # e.g. a node of a cluster started without the recipe
+                runner = UnitRunner(cfg, run_dir, ray.get(inputs_box[0]), device, num_threads)
+                if runner.numerics_problems:  # e.g. a node of a cluster started without the recipe
                     env = " ".join(f"{k}={v}" for k, v in numerics_env(cfg.numerics).items())
-                    raise RuntimeError(
-                        f"--numerics pinned: worker {os.getpid()}: {'; '.join(self.runner.numerics_problems)}; "
+                    raise RuntimeError(  # kept unset: every later call on this actor refuses too
+                        f"--numerics pinned: worker {os.getpid()}: {'; '.join(runner.numerics_problems)}; "
                         f"start its Ray node with {env}, or run with --numerics free"
                     )
+                self.runner = runner
             results = self.runner.results(unit)
             node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the unit
             for result in results:
