@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PKG.MODULE:OBJECT",
         help="a plugin method (facefill_core.plugins); name it in --methods too",
     )
-    p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
+    p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH | folder-split:PATH")
     p.add_argument(
         "--n-images", type=int, default=None, help="test images (embedded: the preset's, quick 8, paper 500; else all)"
     )

@@ -72,7 +72,7 @@ def build_parser() -> _Parser:
     p.add_argument(
         "--masks", default="all", help=f"all | comma list of {','.join(MASK_KINDS)} and folder:DIR (PNG masks)"
     )
-    p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH")
+    p.add_argument("--data", default="embedded", help="embedded | celeba:PATH | folder:PATH | folder-split:PATH")
     p.add_argument(
         "--n-images", type=int, default=None, help="test images (embedded: the preset's, quick 8, paper 500; else all)"
     )

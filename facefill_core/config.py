@@ -51,7 +51,7 @@ class InpaintConfig:
     landmark_step: float = 0.5
     landmark_every: int = 1  # evaluate Ld every k steps (1 = the thesis); 0 = only for the final choice
     overlap_threads: int = 1  # C++ threads of the per-step Ld that overlaps torch's backward
-    # si-ld+ / si-ldsoft (see inpaint.py): landmark steering, chosen on pilots (README)
+    # si-ld+ / si-ldsoft (see inpaint.py): landmark steering, chosen on pilot runs (docs/method.md)
     steer_weight: float = 3.0
     steer_every: int = 10
     steer_sigma: float = 0.05

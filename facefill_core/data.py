@@ -10,8 +10,10 @@ A dataset is named by one string, the same everywhere (training and harness CLIs
 * ``celeba:PATH``: CelebA ``img_align_celeba`` (178x218 JPEGs): centre crop 108x108, resize to
   64x64; the official split from ``list_eval_partition.txt`` (in PATH or its parent) when present.
 * ``folder:PATH``: any folder of face images (png/jpg/jpeg/bmp), centre-cropped to a square
-  and resized to 64x64; gray and RGBA become RGB. Deterministic split: every 10th file
-  (sorted by name) is test.
+  and resized to 64x64; gray and RGBA become RGB. The whole folder is the test set (and the
+  training set for ``python -m facefill_core.train``).
+* ``folder-split:PATH``: the same, split deterministically: every 10th file (sorted by name) is
+  test, the rest train.
 """
 
 from __future__ import annotations
