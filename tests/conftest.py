@@ -1,14 +1,14 @@
 """Shared fixtures and the ``gpu`` marker's skip logic. What the suite promises, file by file, and
 what a green run means: tests/README.md.
 
-The test process runs under the pinned-numerics environment (bench.numerics.PINNED_ENV), set
+The test process runs under the pinned-numerics environment (bench.harness.numerics.PINNED_ENV), set
 here before numpy or torch load, as ``python -m bench.run`` sets it before re-executing itself:
 an in-process run in a test and a run in a subprocess (or a Ray worker) then take the same
 arithmetic path and give the same records bit for bit."""
 
 import os
 
-from bench.numerics import PINNED_ENV
+from bench.harness.numerics import PINNED_ENV
 
 for _k, _v in PINNED_ENV.items():
     os.environ.setdefault(_k, _v)

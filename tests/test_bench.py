@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from bench.report import build_report
-from bench.run import main
+from bench.harness.run import main
+from bench.report.tables import build_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -72,7 +72,7 @@ def test_end_to_end_in_process(inproc_run):
     assert man["weights"]["ce"]["sha256"] == ce and man["weights"]["ce"]["shipped"] is True
     assert {r["weights_sha256"] for r in recs if r["method"] == "ce"} == {ce}
     assert {r["weights_sha256"] for r in recs if r["method"] == "telea"} == {None}
-    from bench.rundir import dlib_version
+    from bench.harness.rundir import dlib_version
 
     assert man["versions"]["dlib (linked)"] == dlib_version() != "19.24"  # from the system, not a literal
 
@@ -89,8 +89,8 @@ def test_seed_replicates_keep_replicate_0_and_resume_adds_seeds(inproc_run, tmp_
     with more replicates runs only the new ones; the tables count images and seeds."""
     import csv
 
-    from bench.workers import plan_units
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
+    from bench.harness.workers import plan_units
 
     out = str(tmp_path / "reps")
     args = ["--masks", "centre", "--methods", "si-ld,mean"] + TINY[4:] + ["--workers", "0", "--out", out]
@@ -149,7 +149,7 @@ def test_ray_two_workers_survives_worker_death(inproc_run, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "bench.run",
+        "bench.harness.run",
         *TINY,
         "--workers",
         "2",
@@ -203,8 +203,8 @@ def test_existing_run_needs_resume(inproc_run, capsys):
 
 
 def test_paired_differences(inproc_run):
-    from bench.paired import paired_table
-    from bench.report import load_records
+    from bench.report.paired import paired_table
+    from bench.report.tables import load_records
 
     recs = load_records(inproc_run)
     text = paired_table(recs, "mean", ["telea", "mean"])
@@ -264,9 +264,9 @@ def test_worker_shares_one_predictor_and_resolved_inputs(tmp_path):
     import numpy as np
     import torch
 
-    from bench.rundir import prepare_run_dir
-    from bench.workers import Unit, UnitRunner, resolve_inputs
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
+    from bench.harness.rundir import prepare_run_dir
+    from bench.harness.workers import Unit, UnitRunner, resolve_inputs
     from facefill_core.metrics import face_metrics
 
     cfg = BenchConfig(

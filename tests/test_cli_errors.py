@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.run import main
+from bench.harness.run import main
 from facefill_core.fileio import sha256_file
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "facefill_core", "weights")
@@ -181,7 +181,7 @@ def test_train_cli_bad_input_is_one_line(args, needle, bad_files, capsys):
 
 
 def test_report_bad_run_dirs_are_one_line(tmp_path, capsys):
-    from bench.report import main as report_main
+    from bench.report.tables import main as report_main
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,5 +1,5 @@
 """Past one machine: a two-node Ray cluster on this host (a head and a second node started with
-``ray start``, token authentication, one CPU each), ``bench.run --address`` on it, units on both
+``ray start``, token authentication, one CPU each), ``bench.harness.run --address`` on it, units on both
 nodes, records equal to an in-process run's. The commands are the README's cluster recipe; on
 one host the two nodes also need their own ports and temp dirs, and ``--block`` lets the test
 stop exactly the processes it started (``ray stop`` would stop every Ray on the machine)."""
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench.cluster import private_temp_dir
+from bench.harness.cluster import private_temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")

@@ -1,4 +1,4 @@
-"""bench.compare, the reproduction gate: each way two runs can disagree fails with one line
+"""bench.report.compare, the reproduction gate: each way two runs can disagree fails with one line
 naming it (exit 1 with --strict), a run that cannot be read exits 2, and the comparison made
 (exact or noise band) is printed with its reason."""
 
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from bench.compare import choose_mode, compare, main
+from bench.report.compare import choose_mode, compare, main
 
 VERSIONS = {"python": "3.11.2", "torch": "2.13.0", "numpy": "2.1.0"}
 

@@ -26,11 +26,11 @@ def test_dispatch_passes_the_arguments_and_the_status(monkeypatch):
 
 
 def test_every_installed_command_resolves_to_its_main():
-    import bench.report
-    import bench.run
+    import bench.harness.run
+    import bench.report.tables
 
-    assert console.resolve("run") is bench.run.main
-    assert console.resolve("report") is bench.report.main
+    assert console.resolve("run") is bench.harness.run.main
+    assert console.resolve("report") is bench.report.tables.main
     for cmd, (modules, _) in console.COMMANDS.items():
         try:
             fn = console.resolve(cmd)

@@ -133,7 +133,7 @@ def test_bench_run_on_a_folder_of_11_faces_evaluates_all_11(tmp_path, capsys):
 
     import torch
 
-    from bench.run import main
+    from bench.harness.run import main
     from facefill_core.pretrained import shipped_path
 
     faces = tmp_path / "faces"

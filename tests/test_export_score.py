@@ -1,4 +1,4 @@
-"""The kit (bench/export.py) and scoring completions made elsewhere (bench/score.py): export ->
+"""The kit (bench/harness/export.py) and scoring completions made elsewhere (bench/harness/score.py): export ->
 external completions -> score -> one table with the built-in methods; the exact round trip of a
 built-in method's PNG completions; every validation error one line, exit 2, nothing written."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.export import main as export_main
-from bench.run import main as run_main
-from bench.score import main as score_main
+from bench.harness.export import main as export_main
+from bench.harness.run import main as run_main
+from bench.harness.score import main as score_main
 
 N = 3
 MASKS = "centre,free20"
@@ -112,7 +112,7 @@ def test_round_trip_exact_and_external_method_in_one_table(kit_and_run, tmp_path
     scored = json.load(open(os.path.join(run, "scored", "white.json")))
     assert scored["resize_filter"] == "PIL.Image.BOX" and len(scored["prediction_sha256"]) == 2 * N
     # paired differences treat the scored method like a built-in
-    from bench.paired import main as paired_main
+    from bench.report.paired import main as paired_main
 
     assert paired_main([run, "mean", "mean-png"]) == 0
     paired = open(os.path.join(run, "paired_mean.md")).read()
@@ -203,8 +203,8 @@ def test_export_refuses_nonempty_out(tmp_path, capsys):
 
 def test_folder_data_evaluates_every_image(tmp_path, real_faces):
     """folder:PATH: all 11 faces without --n-images (the preset's 8 is for embedded only)."""
-    from bench.cli import build_config
-    from bench.export import build_config as export_config
+    from bench.harness.cli import build_config
+    from bench.harness.export import build_config as export_config
 
     for i in range(11):
         Image.fromarray(real_faces[i]).save(tmp_path / f"face{i:02d}.png")

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-import bench.rundir as rundir
-from bench.guard import RunLock
-from bench.run import main
+import bench.harness.rundir as rundir
+from bench.harness.guard import RunLock
+from bench.harness.run import main
 
 ARGS = ["--no-progress", "--workers", "0", "--methods", "telea,mean", "--masks", "centre", "--n-images", "2"]
 
@@ -85,7 +85,7 @@ def test_corrupt_unit_is_detected_on_resume_and_rerun(tmp_path, capsys, referenc
 
 def test_failed_start_leaves_nothing_that_blocks_the_rerun(tmp_path, monkeypatch, reference):
     out = str(tmp_path / "run")
-    import bench.run as run_mod
+    import bench.harness.run as run_mod
 
     def boom(cfg):
         raise RuntimeError("dataset went away")

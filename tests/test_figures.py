@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import figures
-from bench.figures import landmark_points, snapshot_steps, trajectory_snapshots
+from bench.report import figures
+from bench.report.figures import landmark_points, snapshot_steps, trajectory_snapshots
 
 
 def test_snapshot_steps():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import gpu_check, gpu_report
+from bench.gpu import check as gpu_check
+from bench.gpu import report as gpu_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,7 +132,7 @@ def test_bad_section_is_one_line_exit_2(capsys):
 
 @pytest.mark.slow
 def test_cpu_half_runs_and_says_cuda_was_not_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--threads", "1",
+    r = subprocess.run([sys.executable, "-m", "bench.gpu.check", "--device", "cpu", "--threads", "1",
                         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     d = tmp_path / gpu_check.slug(gpu_check.device_name(torch.device("cpu")))

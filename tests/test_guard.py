@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from bench.guard import RunLock, RunLockedError, disk_error_message, quarantine, valid_unit
+from bench.harness.guard import RunLock, RunLockedError, disk_error_message, quarantine, valid_unit
 
 
 def _unit(tmp_path, uid="m__centre__00000-00002", n=2, lines=None):

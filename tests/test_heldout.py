@@ -1,6 +1,6 @@
 import math
 
-from bench.heldout import MASKS, plateau_gain
+from bench.studies.heldout import MASKS, plateau_gain
 
 
 def _curve(fn, iters):
@@ -19,7 +19,7 @@ def test_flat_curve_is_a_plateau():
 
 
 def test_best_snapshot_is_the_highest_mean_over_masks():
-    from bench.heldout import best_snapshot
+    from bench.studies.heldout import best_snapshot
 
     curve = _curve(lambda i: 20.0, [250, 500, 750])
     curve[500] = {m: (21.0 if m == "centre" else 20.0, 0.5) for m in MASKS}  # +0.25 dB mean
@@ -38,7 +38,7 @@ def test_scores_every_checkpoint_of_a_gfc_run(tmp_path):
     and the plot; a second pass scores nothing twice."""
     import csv
 
-    from bench.heldout import main
+    from bench.studies.heldout import main
     from facefill_core.config import TrainConfig
     from facefill_core.train import train
 
@@ -62,7 +62,7 @@ def test_select_centre_chooses_and_judges_on_the_centre_mask_only():
     the masks but worse on the centre is not the one."""
     import pytest
 
-    from bench.heldout import best_snapshot
+    from bench.studies.heldout import best_snapshot
 
     curve = _curve(lambda i: 20.0, [250, 500])
     curve[250] = {m: (21.0 if m == "centre" else 20.0, 0.5) for m in MASKS}  # centre best, mean 20.25
@@ -78,3 +78,22 @@ def test_select_centre_chooses_and_judges_on_the_centre_mask_only():
         best_snapshot(curve, "middle")
     with pytest.raises(ValueError, match="no snapshot scored on centre"):
         best_snapshot({250: {"left": (20.0, 0.5)}}, "centre")
+
+
+def test_figure_marks_the_snapshot_that_ships():
+    """The held-out plot draws a vertical line at the best snapshot (what ships), not at the
+    last or the first one: a curve that peaks at 1000 and falls after it."""
+    import matplotlib.pyplot as plt
+
+    from bench.studies.heldout import best_snapshot, figure
+
+    curve = _curve(lambda i: 20 - abs(i - 1000) / 500, range(250, 2001, 250))
+    assert best_snapshot(curve) == 1000
+    fig = figure(curve, "t")
+    vlines = [ln for ln in fig.axes[0].lines if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2]
+    assert [float(ln.get_xdata()[0]) for ln in vlines] == [1000.0]
+    assert "iter 1000" in vlines[0].get_label()
+    plt.close(fig)
+    fig = figure({250: {"centre": (20.0, 0.5)}}, "t")  # no snapshot scored on every mask: no line
+    assert not [ln for ln in fig.axes[0].lines if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2]
+    plt.close(fig)

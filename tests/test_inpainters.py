@@ -59,9 +59,9 @@ def test_registry_errors_and_weights_info():
 def test_every_list_derives_from_the_registry():
     import dataclasses
 
-    from bench.cli import build_parser
+    from bench.harness.cli import build_parser
+    from bench.harness.config import BenchConfig
     from facefill_core import inpaint
-    from facefill_core.config import BenchConfig
     from facefill_core.inpainters import LATENT_METHODS
     from facefill_core.methods import LATENT, WEIGHTS_KINDS, LatentSearch, MethodInfo, weights_field
 

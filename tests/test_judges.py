@@ -26,7 +26,7 @@ def test_parse_judges():
 
 
 def test_cli_metrics_flag(tmp_path):
-    from bench.cli import UsageError, build_config
+    from bench.harness.cli import UsageError, build_config
 
     cfg, _ = build_config(["--metrics", "basic", "--out", str(tmp_path / "r")])
     assert cfg.metrics == ()
@@ -138,6 +138,19 @@ def test_identity_similarity():
         identity_similarity(e, e[:1])
 
 
+def test_identity_judge_names_an_opencv_without_the_tensorflow_importer(monkeypatch):
+    """OpenCV 5.1 dropped cv2.dnn.readNetFromTensorflow: the judge says so in one line, naming
+    the version and the fix, instead of an AttributeError deep in a worker."""
+    import cv2
+
+    from facefill_core.judges.identity import FaceNet
+
+    monkeypatch.delattr(cv2.dnn, "readNetFromTensorflow")
+    monkeypatch.setattr(cv2, "__version__", "5.1.0")
+    with pytest.raises(RuntimeError, match=r"OpenCV 5\.1\.0 cannot read .*opencv-python-headless<5\.1"):
+        FaceNet()
+
+
 def test_judge_files_refuse_a_changed_model(tmp_path):
     pytest.importorskip("ai_edge_litert")
     rec = judge_files(["mesh", "hole"])
@@ -149,7 +162,7 @@ def test_judge_files_refuse_a_changed_model(tmp_path):
 
 
 def test_rank_agreement_signs():
-    from bench.judge_tables import rank_agreement
+    from bench.report.judge_tables import rank_agreement
 
     stats = {}
     for i, m in enumerate("abcd"):  # psnr rises with i, nme falls with i: the same ordering
@@ -168,7 +181,7 @@ def test_run_records_tables_and_manifest(tmp_path):
     import json
     import os
 
-    from bench.run import main
+    from bench.harness.run import main
 
     args = ["--masks", "centre", "--methods", "telea,mean,biharmonic", "--n-images", "3", "--workers", "0"]
     out = str(tmp_path / "a")

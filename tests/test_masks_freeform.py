@@ -94,7 +94,7 @@ def test_folder_masks_errors_are_one_line(tmp_path):
 
 
 def test_cli_folder_mask_error_is_one_line(tmp_path, capsys, monkeypatch):
-    from bench.run import main
+    from bench.harness.run import main
 
     monkeypatch.chdir(tmp_path)
     faces = tmp_path / "faces"

@@ -86,8 +86,8 @@ def test_from_dataset_uses_the_train_split(train):
 
 def test_harness_runs_nn_with_the_drivers_train_split(tmp_path, train):
     """The worker builds nn from the train split the driver resolved once (WorkerInputs)."""
-    from bench.workers import Unit, UnitRunner, WorkerInputs
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
+    from bench.harness.workers import Unit, UnitRunner, WorkerInputs
     from facefill_core.data import load_test_set
     from facefill_core.landmarks import LandmarkPredictor
 
@@ -129,8 +129,8 @@ def test_folder_data_nn_never_fills_an_image_with_itself(tmp_path):
     own training row and nn leaves it out."""
     from PIL import Image
 
-    from bench.workers import Unit, UnitRunner, resolve_inputs
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
+    from bench.harness.workers import Unit, UnitRunner, resolve_inputs
 
     imgs, _ = FaceDataset("embedded").load_uint8("test", 6)
     os.makedirs(tmp_path / "faces")

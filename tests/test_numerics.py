@@ -1,4 +1,4 @@
-"""Pinned numerics (bench.numerics): the recipe reaches the processes that compute, records do
+"""Pinned numerics (bench.harness.numerics): the recipe reaches the processes that compute, records do
 not depend on the instruction set torch dispatches to, the manifest says what ran, and the
 default worker count follows the CPUs this process may use."""
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from bench import numerics
-from bench.cli import UsageError, build_config
+from bench.harness import numerics
+from bench.harness.cli import UsageError, build_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -110,10 +110,15 @@ def test_env_missing_names_what_the_recipe_needs():
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="pinned numerics need AVX2")
 def test_cli_restarts_itself_with_the_recipe():
-    """``python -m bench.numerics`` from a shell without the recipe: MKL runs its compatible
+    """``python -m bench.harness.numerics`` from a shell without the recipe: MKL runs its compatible
     branch and torch its AVX2 kernels; free leaves MKL's CNR off."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.numerics"], env=_clean_env(), cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "bench.harness.numerics"],
+        env=_clean_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     r = json.loads(out.stdout)
     assert r["pinned"] is True and r["problems"] == []
@@ -121,7 +126,7 @@ def test_cli_restarts_itself_with_the_recipe():
     assert r["mkldnn"] is False and r["torch_threads"] == 1
     assert {k: r["env"][k] for k in numerics.PINNED_ENV} == numerics.PINNED_ENV
     out = subprocess.run(
-        [sys.executable, "-m", "bench.numerics", "--numerics", "free"],
+        [sys.executable, "-m", "bench.harness.numerics", "--numerics", "free"],
         env=_clean_env(),
         cwd=ROOT,
         capture_output=True,
@@ -152,7 +157,9 @@ def test_pinned_run_records_what_ran(tmp_path):
     assert r["mkl_branch"] == "compatible" and r["torch_cpu_capability"] == "AVX2" and r["mkldnn"] is False
     assert r["torch_threads"] == 1 and r["landmark_threads"] >= 1
     assert [rec["numerics_pinned"] for rec in _records(out).values()] == [True]
-    assert r["landmark_isa"] == available_isas()[0] and r["cpu_model"] == numerics.cpu_model()
+    # pinned numerics run the C++ kernels on their AVX2 path, even where AVX-512 is present
+    assert r["landmark_isa"] == numerics.PINNED_ENV["FACEFILL_ISA"] == "avx2" and "avx2" in available_isas()
+    assert r["cpu_model"] == numerics.cpu_model()
     header = (out / "tables.md").read_text().split("\n\n")[1]
     assert f"CPU {numerics.cpu_model()}" in header and "numerics pinned" in header and "torch ISA AVX2" in header
 
@@ -163,7 +170,7 @@ def test_in_process_run_applies_the_settings_and_puts_them_back(tmp_path, monkey
     says pinned only if this process's MKL and torch really run the recipe."""
     import torch
 
-    from bench import run, workers
+    from bench.harness import run, workers
 
     seen = []
     real = workers.UnitRunner.results
@@ -186,7 +193,7 @@ def test_in_process_run_applies_the_settings_and_puts_them_back(tmp_path, monkey
 
 # ---- records do not depend on what the recipe pins --------------------------------------------
 
-_RUN = "import sys; from bench.run import main; sys.exit(main(sys.argv[1:]))"  # no restart: the env as given
+_RUN = "import sys; from bench.harness.run import main; sys.exit(main(sys.argv[1:]))"  # no restart: the env as given
 
 
 def _run_with(tmp_path, name, mode, cpus=None, **env):
@@ -205,7 +212,7 @@ def _run_with(tmp_path, name, mode, cpus=None, **env):
 # hashes: far more sensitive than records, which round completions to 8 bits before scoring.
 _PROBE = """
 import hashlib, sys, torch
-from bench import numerics
+from bench.harness import numerics
 numerics.apply(sys.argv[1], 2)
 from facefill_core.pretrained import load_dcgan
 g, d, _ = load_dcgan(None, "cpu")
@@ -269,7 +276,7 @@ def test_ray_workers_inherit_the_recipe(tmp_path):
 
 
 def test_memory_check_names_the_fit(tmp_path):
-    from bench.numerics import RAY_AND_DRIVER_MIB, WORKER_MEMORY_MIB, available_memory_mib, check_memory
+    from bench.harness.numerics import RAY_AND_DRIVER_MIB, WORKER_MEMORY_MIB, available_memory_mib, check_memory
 
     assert check_memory(2, 2 * WORKER_MEMORY_MIB + RAY_AND_DRIVER_MIB) is None
     msg = check_memory(64, 4 * WORKER_MEMORY_MIB + RAY_AND_DRIVER_MIB)
@@ -287,7 +294,7 @@ def test_memory_check_names_the_fit(tmp_path):
 
 
 def test_too_many_workers_for_memory_is_one_line(capsys):
-    from bench.run import main
+    from bench.harness.run import main
 
     assert main(["--workers", "100000", "--methods", "mean", "--masks", "centre", "--n-images", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

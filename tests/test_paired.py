@@ -1,10 +1,10 @@
-"""bench.paired: per-image means over seeds, paired on the same images, interval over images."""
+"""bench.report.paired: per-image means over seeds, paired on the same images, interval over images."""
 
 import json
 
 import pytest
 
-from bench.paired import main, paired, paired_table
+from bench.report.paired import main, paired, paired_table
 
 
 def _recs():

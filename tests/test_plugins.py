@@ -137,7 +137,7 @@ def test_plugin_output_checked(tmp_path):
 
 
 def test_cli_errors(capsys):
-    from bench.run import main
+    from bench.harness.run import main
 
     assert main(["--method-module", "nope_pkg.x:y", "--methods", "mean"]) == 2
     err = capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_method_module_weights_recorded_in_process(tmp_path, monkeypatch):
     """--method-module, in-process: records, manifest and the weights' sha256."""
     import hashlib
 
-    from bench.run import main
+    from bench.harness.run import main
 
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"plugin weights 123")
@@ -208,7 +208,7 @@ def test_method_module_weights_recorded_in_process(tmp_path, monkeypatch):
 def test_example_plugin_under_ray_shards_and_resume(installed, tmp_path, monkeypatch):
     """The installed example, named only in --methods: one Ray worker, shards of 2 images,
     then a lost unit is re-run by --resume and gives the same records."""
-    from bench.run import main
+    from bench.harness.run import main
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"

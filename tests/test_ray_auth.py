@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench import cluster
+from bench.harness import cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
@@ -107,8 +107,8 @@ def test_cli_address_without_token_stops_before_work(home, tmp_path):
 
 DRIVER = """
 import json, os, sys
-from bench.execute import init_ray
-from facefill_core.config import BenchConfig
+from bench.harness.execute import init_ray
+from bench.harness.config import BenchConfig
 import ray
 init_ray(BenchConfig(), 1, 0, False)
 assert ray.get(ray.remote(lambda: 1 + 1).remote()) == 2

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench.report import REFERENCE, aggregate, build_report, thesis_rows
+from bench.report.tables import REFERENCE, aggregate, build_report, thesis_rows
 
 MASKS = ("centre", "left")
 

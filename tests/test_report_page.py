@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bench import report_page
-from bench.report_page import build_report_page, headless, provenance
+from bench.report import page as report_page
+from bench.report.page import build_report_page, headless, provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(ROOT, "results", "quick")

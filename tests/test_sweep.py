@@ -1,6 +1,6 @@
 import pytest
 
-from bench.sweep import Variant, expand, format_value, parse_label, parse_sweep, parse_sweeps, sort_key
+from bench.harness.sweep import Variant, expand, format_value, parse_label, parse_sweep, parse_sweeps, sort_key
 
 
 def test_parse_sweep_types_and_order():
@@ -102,7 +102,7 @@ def test_sweep_run_labels_shares_and_resumes(tmp_path, capsys):
     import json
     import os
 
-    from bench.run import main
+    from bench.harness.run import main
 
     out = str(tmp_path / "sweep")
     assert main(SWEEP_RUN + ["--sweep", "margin=1,5", "--out", out]) == 0
@@ -159,7 +159,7 @@ def test_margin_variants_share_one_search_and_equal_separate_runs(tmp_path):
     import json
     import os
 
-    from bench.run import main
+    from bench.harness.run import main
 
     def records(out):
         with open(os.path.join(out, "records.jsonl")) as f:
@@ -198,9 +198,9 @@ def test_inject_crash_fires_on_any_member_of_a_shared_unit(tmp_path, monkeypatch
     must still crash (once), or a kill-and-resume test of a sweep would test nothing."""
     import dataclasses
 
-    from bench.rundir import prepare_run_dir
-    from bench.workers import UnitRunner, plan_units, resolve_inputs
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
+    from bench.harness.rundir import prepare_run_dir
+    from bench.harness.workers import UnitRunner, plan_units, resolve_inputs
 
     cfg = BenchConfig(masks=("centre",), methods=("si-ld",), n_images=1, candidates=2, iters=1, out=str(tmp_path),
                       sweep=(("margin", (1.0, 5.0)),))  # fmt: skip
@@ -217,7 +217,7 @@ def test_inject_crash_fires_on_any_member_of_a_shared_unit(tmp_path, monkeypatch
     def fake_exit(code):
         raise Died(code)
 
-    monkeypatch.setattr("bench.workers.os._exit", fake_exit)
+    monkeypatch.setattr("bench.harness.workers.os._exit", fake_exit)
     runner = UnitRunner(cfg, str(tmp_path), inputs, "cpu", 1)
     with pytest.raises(Died):
         runner.results(unit)

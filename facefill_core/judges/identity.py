@@ -22,7 +22,14 @@ class FaceNet:
         from facefill_core.judges import model_path as _model_path
 
         self.model_path = model_path or _model_path("identity")
-        self.net = cv2.dnn.readNetFromTensorflow(self.model_path)
+        read = getattr(cv2.dnn, "readNetFromTensorflow", None)
+        if read is None:  # OpenCV 5.1 removed the TensorFlow importer
+            raise RuntimeError(
+                f"identity judge: OpenCV {cv2.__version__} cannot read the FaceNet TensorFlow graph "
+                "(its TensorFlow importer was removed in 5.1); install opencv-python-headless<5.1 "
+                "(make setup does) or leave identity out of --metrics"
+            )
+        self.net = read(self.model_path)
         # portable: OpenCV's run-time SIMD dispatch off while the graph runs (cv2.setUseOptimized),
         # so its bits do not depend on the CPU (pinned numerics; ~10% slower here)
         self.portable = portable

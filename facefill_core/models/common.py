@@ -10,7 +10,6 @@ from facefill_core.config import MaskConfig
 from facefill_core.imaging import composite, damaged
 from facefill_core.masks import THESIS_MASKS, make_masks
 
-
 TRAIN_MASK_PROTOCOLS = ("all", "centre", "square")
 SQUARE_SIDE_PX = (16, 32)  # "square": side uniform in [16, 32] px (inclusive), placed uniformly inside
 

@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from facefill_core.config import PRESETS, InpaintConfig, MaskConfig
+from bench.harness.config import PRESETS
+from facefill_core.config import InpaintConfig, MaskConfig
 from facefill_core.data import FaceDataset
 from facefill_core.inpaint import LatentSearchInpainter
 from facefill_core.masks import make_masks

@@ -1,12 +1,12 @@
 """Harness overhead: the same units in-process, through Ray with 1 CPU worker, and with 2.
 Reported, not asserted beyond completing: Ray's start-up (~seconds) dominates tiny runs. Ray runs
-with token authentication, as every bench.run does (bench/cluster.py)."""
+with token authentication, as every bench.harness.run does (bench/harness/cluster.py)."""
 
 import itertools
 
 import pytest
 
-from bench.run import main
+from bench.harness.run import main
 
 ARGS = [
     "--masks",

@@ -29,7 +29,7 @@ GPU numerics are not pinned: a GPU run is compared by the noise band, not bit fo
 
 ``python -m bench.run`` re-executes itself once with the environment above when it is missing
 (:func:`reexec_if_needed`); Ray workers of a local cluster inherit it from the driver, and each
-worker checks it (:func:`problems`). ``python -m bench.numerics`` prints the report for this
+worker checks it (:func:`problems`). ``python -m bench.harness.numerics`` prints the report for this
 machine; ``--time`` measures what pinning costs in latent-search step time.
 """
 
@@ -200,7 +200,7 @@ def requested_mode(argv: list) -> str:
     return mode if mode in MODES else "pinned"
 
 
-def reexec_if_needed(argv: list, module: str = "bench.run") -> None:
+def reexec_if_needed(argv: list, module: str = "bench.harness.run") -> None:
     """Under pinned numerics, run ``python -m <module> argv`` again (once, replacing this
     process) with the recipe's environment when it is missing: MKL and torch read it when they
     load, which in this process has already happened. Returns when nothing is to be done."""
@@ -399,7 +399,7 @@ def measure_cost(rounds: int = 3, iters: int = 10, candidates: int = 16, n_image
         for name, (mode, threads) in variants.items():
             env = {k: v for k, v in os.environ.items() if k not in PINNED_ENV and k != _REEXEC_MARK}
             env.update(env_for(mode))
-            cmd = [sys.executable, "-m", "bench.numerics", "--step", str(iters), str(candidates), str(n_images)]
+            cmd = [sys.executable, "-m", "bench.harness.numerics", "--step", str(iters), str(candidates), str(n_images)]
             out = subprocess.run([*cmd, mode, str(threads)], env=env, capture_output=True, text=True, check=True)
             times.setdefault(name, []).append(json.loads(out.stdout.strip().splitlines()[-1])["step_seconds"])
     best = {m: min(v) for m, v in times.items()}
@@ -414,7 +414,7 @@ def measure_cost(rounds: int = 3, iters: int = 10, candidates: int = 16, n_image
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.numerics", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.harness.numerics", description=__doc__.split("\n")[0])
     p.add_argument("--numerics", choices=MODES, default="pinned")
     p.add_argument("--time", action="store_true", help="measure latent step time pinned vs free")
     p.add_argument("--rounds", type=int, default=3)
@@ -428,7 +428,7 @@ def main(argv: Optional[list] = None) -> int:
     if a.time:
         print(json.dumps(measure_cost(a.rounds), indent=1))
         return 0
-    reexec_if_needed(sys.argv[1:] if argv is None else list(argv), "bench.numerics")
+    reexec_if_needed(sys.argv[1:] if argv is None else list(argv), "bench.harness.numerics")
     import torch  # noqa: F401 - loaded after the environment is in place
 
     apply(a.numerics, usable_cpus())
@@ -446,7 +446,7 @@ def run_report(cfg) -> dict:
     import torch
 
     mode = getattr(cfg, "numerics", "free")
-    if cfg.gpus == 0 and cfg.workers == 0 and cfg.address is None:  # in-process (bench.execute)
+    if cfg.gpus == 0 and cfg.workers == 0 and cfg.address is None:  # in-process (bench.harness.execute)
         landmark = torch.get_num_threads()
         threads = (PINNED_TORCH_THREADS if mode == "pinned" else landmark), landmark
     else:

@@ -1,7 +1,7 @@
 """Work units and the workers that run them.
 
 A unit is (method, mask, images start:stop); its method is a label, a registry name or a sweep's
-variant of one (``si-ld[margin=2]``, :mod:`bench.sweep`). :class:`UnitRunner` is plain Python (tests call it
+variant of one (``si-ld[margin=2]``, :mod:`bench.harness.sweep`). :class:`UnitRunner` is plain Python (tests call it
 in-process); :func:`make_ray_worker` wraps it in a Ray actor. What a worker needs is resolved
 once by the driver and handed down (:class:`WorkerInputs`: the test images, their face box and
 their target landmarks); the worker builds one landmark predictor, shared by the metric and
@@ -18,11 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from bench.numerics import apply as apply_numerics
-from bench.numerics import env_for as numerics_env
-from bench.numerics import problems as numerics_problems
-from bench.rundir import masks_path, run_masks
-from bench.sweep import expand, parse_label, share_groups
+from bench.harness.numerics import apply as apply_numerics
+from bench.harness.numerics import env_for as numerics_env
+from bench.harness.numerics import problems as numerics_problems
+from bench.harness.rundir import masks_path, run_masks
+from bench.harness.sweep import expand, parse_label, share_groups
 from facefill_core.data import TestSet
 from facefill_core.methods import LATENT_METHODS, PLUGIN, method_info
 from facefill_core.metrics import SCALE_KEYS
@@ -167,7 +167,7 @@ class UnitRunner:
         inputs: the driver's :class:`WorkerInputs`.
         device: "cpu" or "cuda:k".
         num_threads: C++ landmark threads, and torch CPU threads under ``numerics="free"``
-            (pinned: :data:`bench.numerics.PINNED_TORCH_THREADS`; Ray sets OMP_NUM_THREADS=1 in
+            (pinned: :data:`bench.harness.numerics.PINNED_TORCH_THREADS`; Ray sets OMP_NUM_THREADS=1 in
             workers; we set ours).
     """
 
@@ -176,7 +176,7 @@ class UnitRunner:
 
         numerics = getattr(cfg, "numerics", "free")
         apply_numerics(numerics, num_threads)  # pinned: one torch thread whatever num_threads, no oneDNN
-        # why this process does not run pinned numerics (bench.numerics): a Ray worker refuses to run
+        # why this process does not run pinned numerics (bench.harness.numerics): a Ray worker refuses to run
         self.numerics_problems = numerics_problems(numerics) if device == "cpu" else []
         self.numerics_pinned = numerics == "pinned" and device == "cpu" and not self.numerics_problems
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
@@ -298,7 +298,7 @@ class UnitRunner:
         for k, (member, out, extra) in enumerate(zip(unit.members(), outs, extras)):
             result = {
                 "uid": member.uid,
-                # scored as saved: the uint8 output read back exactly as bench.score reads a PNG
+                # scored as saved: the uint8 output read back exactly as bench.harness.score reads a PNG
                 "records": self._records(member, uint8_to_signed(to_uint8_nhwc(out)), extra, inp, seconds),
                 "outputs": to_uint8_nhwc(out),
             }
@@ -332,7 +332,7 @@ class UnitRunner:
                 "landmark_backend": inp.landmark_backend,
                 "metric_landmarks": "cpp (dlib, exact)",
                 "weights_sha256": inp.weights_sha256,
-                "numerics_pinned": self.numerics_pinned,  # the recipe in effect in this worker (bench.numerics)
+                "numerics_pinned": self.numerics_pinned,  # the recipe in effect in this worker (bench.harness.numerics)
                 "known_changed_mean_abs": _finite(m["known_changed_mean_abs"][j]),
             }
             for k in SCALE_KEYS:
@@ -348,9 +348,9 @@ class UnitRunner:
         return records
 
     def _snapshots(self, inp, r, x, holes, start: int) -> dict:
-        """The completion at :data:`bench.figures.SNAPSHOT_FRACTIONS` of the iterations, decoded
+        """The completion at :data:`bench.report.figures.SNAPSHOT_FRACTIONS` of the iterations, decoded
         from the recorded trajectory (``r``: an ``InpaintResult``) of the chosen candidates (uint8)."""
-        from bench.figures import snapshot_steps, trajectory_snapshots
+        from bench.report.figures import snapshot_steps, trajectory_snapshots
 
         steps = snapshot_steps(r.trajectory.shape[0] - 1)
         images = trajectory_snapshots(inp.search.G, r.trajectory, r.z, x, holes, steps)

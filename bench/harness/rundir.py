@@ -7,9 +7,9 @@ and their merge.
     records/<uid>.jsonl  one object per image of a finished unit (written last, atomically)
     outputs/<uid>.npy    uint8 (n, 64, 64, 3) completed images of the unit
     outputs/png/<method>/<mask>/<index>.png  the same completions as PNG (index: 5 digits, the
-                         image's place in the test set; the layout bench.score reads)
+                         image's place in the test set; the layout bench.harness.score reads)
     trajectories/<uid>.npz  a latent method's first shard: its completion at a few iterations
-    records.jsonl        all records, sorted; tables.md, tables/, figures/ from bench.report
+    records.jsonl        all records, sorted; tables.md, tables/, figures/ from bench.report.tables
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from typing import Optional
 
 import numpy as np
 
-from bench.cli import UsageError
-from bench.figures import save_trajectory
-from bench.numerics import run_report as numerics_report
-from bench.report import load_unit_records
-from bench.sweep import expand
-from facefill_core.config import BenchConfig, MaskConfig
+from bench.harness.cli import UsageError
+from bench.harness.config import BenchConfig
+from bench.harness.numerics import run_report as numerics_report
+from bench.harness.sweep import expand
+from bench.report.figures import save_trajectory
+from bench.report.tables import load_unit_records
+from facefill_core.config import MaskConfig
 from facefill_core.fileio import sha256_file, write_json_atomic
 from facefill_core.judges import check_judge_files, judge_files
 from facefill_core.masks import FOLDER, folder_masks, make_masks
@@ -60,7 +61,7 @@ def masks_path(run_dir: str, mask: str) -> str:
 
 def git_commit() -> Optional[str]:
     try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         r = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return r.stdout.strip() or None
     except Exception:  # noqa: BLE001
@@ -71,7 +72,7 @@ def git_dirty() -> Optional[bool]:
     """Whether tracked files differ from the commit (``git status``, untracked files ignored);
     None outside a git checkout."""
     try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         r = subprocess.run(
             ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
@@ -194,7 +195,7 @@ def prepare_run_dir(cfg: BenchConfig, resume: bool, data_metadata: dict) -> dict
             "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-            # torch's and the landmark kernels' ISA, MKL's branch, threads, pinned (bench.numerics)
+            # torch's and the landmark kernels' ISA, MKL's branch, threads, pinned (bench.harness.numerics)
             "numerics": numerics_report(cfg),
         },
         "command": ["python", "-m", "bench.run", *sys.argv[1:]],

@@ -1,4 +1,4 @@
-"""``report.html``: one page per run directory, written by :func:`bench.report.build_report`.
+"""``report.html``: one page per run directory, written by :func:`bench.report.tables.build_report`.
 Nothing from the network (a Content-Security-Policy forbids it): the per-image thumbnails are
 embedded as ``data:`` URIs and the figures are the run's own ``figures/*.png`` beside the page
 (``--embed-figures``: embedded too, for a page that travels alone).
@@ -15,7 +15,7 @@ It holds, from the run directory alone:
   with its PSNR, SSIM and NME, and dlib's landmarks of the original (green) and of the result
   (red) drawn over each completion (a checkbox hides them).
 
-``python -m bench.report_page RUN_DIR [--screenshot PNG]`` rebuilds the page alone and, with
+``python -m bench.report.page RUN_DIR [--screenshot PNG]`` rebuilds the page alone and, with
 ``--screenshot``, renders it in headless Chromium (:func:`screenshot`). The page sets
 ``data-images-loaded``, ``data-images-total`` and ``data-images-failed`` on ``<body>`` once
 every image has loaded or failed, for a headless check.
@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from bench.figures import HOLE_RGB
+from bench.report.figures import HOLE_RGB
 
 MAX_IMAGES = 16  # per-image view: the first images of the run (the page stays a few MB)
 TABLE_ORDER = ("psnr", "ssim", "nme", "scale", "scale_regions", "seconds", "thesis_reference")
@@ -217,7 +217,7 @@ def _pivot(name: str, header: list[str], rows: list[list[str]], thesis: dict) ->
 
 
 def tables_html(run_dir: str) -> str:
-    from bench.report import thesis_rows
+    from bench.report.tables import thesis_rows
 
     thesis = thesis_rows()
     parts = []
@@ -236,7 +236,7 @@ def tables_html(run_dir: str) -> str:
                 raw = f"<details><summary>tables/{_esc(name)}.csv ({len(rows)} rows)</summary>{raw}</details>"
             parts.append(raw)
     if thesis:
-        from bench.report import REFERENCE_NOTE
+        from bench.report.tables import REFERENCE_NOTE
 
         parts.append(f"<p>{_esc(REFERENCE_NOTE)}</p>")
     return "\n".join(parts) or "<p>No tables.</p>"
@@ -289,7 +289,7 @@ def _cell(uri: str, caption: str, alt: str, svg: str = "") -> str:
 
 def per_image_html(run_dir: str, records: list[dict], methods: Sequence[str], masks: Sequence[str], n_max: int) -> str:
     """Per mask and image: original, mask, each method's completion with its metrics and points."""
-    from bench.figures import (
+    from bench.report.figures import (
         _box,
         _manifest,
         _record_index,
@@ -359,7 +359,7 @@ def build_report_page(
     """Write ``report.html`` in ``run_dir`` (atomically) and return its path. The figures are
     read from ``figures/`` beside the page (the run directory's own files; ``embed_figures``:
     copied in as ``data:`` URIs, for a page that travels alone), every other image is embedded."""
-    from bench.report import aggregate, load_records
+    from bench.report.tables import aggregate, load_records
 
     records = load_records(run_dir) if records is None else records
     if methods is None or masks is None:
@@ -442,7 +442,7 @@ def screenshot(page: str, png: str, width: int = 1400, height: int = 2200) -> st
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report_page", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.report.page", description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--screenshot", metavar="PNG", help="also render the page to PNG in headless Chromium")
     p.add_argument("--max-images", type=int, default=MAX_IMAGES, help="images in the per-image view")

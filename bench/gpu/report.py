@@ -1,4 +1,4 @@
-"""The report of ``python -m bench.gpu_check``: whether two sets of records agree, the
+"""The report of ``python -m bench.gpu.check``: whether two sets of records agree, the
 projected paper-preset wall time, the measured choices for a GPU run, and ``report.{json,md}``."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PAPER = {"images": 500, "masks": 4, "candidates": 64, "iters": 1000}
 
 PROJECTION_NOTE = (
     "\nHours on 1 and 4 devices. Latent methods: the fastest fp32 time per candidate-step measured above, "
-    "scaled to K = 64 and 1000 steps; other methods: bench.run's per-image seconds; 4 devices = 1/4 "
+    "scaled to K = 64 and 1000 steps; other methods: bench.harness.run's per-image seconds; 4 devices = 1/4 "
     "(one actor each, units spread evenly); start-up and metrics excluded.\n"
 )
 
@@ -120,7 +120,7 @@ def landmark_parity_ok(d: np.ndarray) -> bool:
 
 def projection(steps: list[dict], e2e: Optional[dict]) -> Optional[dict]:
     """Paper preset wall time: latent methods from the fastest fp32 step per image (scaled to
-    K = 64 and 1000 steps), the other methods from ``bench.run``'s per-image seconds; 4 devices
+    K = 64 and 1000 steps), the other methods from ``bench.harness.run``'s per-image seconds; 4 devices
     = 1 / 4 (one actor each, units spread evenly; start-up excluded)."""
     if not steps or not e2e:
         return None
@@ -181,7 +181,7 @@ def write_report(rep: dict, out_dir: str) -> str:
     cuda = rep["cuda_half_run"]
     lines = [
         f"# gpu-check: {rep['device']}\n",
-        f"`python -m bench.gpu_check` ({rep['size']} sizes), torch {rep['torch']}, {rep['threads']} torch "
+        f"`python -m bench.gpu.check` ({rep['size']} sizes), torch {rep['torch']}, {rep['threads']} torch "
         f"thread(s) of {rep['cpu_count']} cores (load average {rep.get('load_avg', float('nan')):.1f} at the end), "
         f"{rep['wall_s']} s. {rep['platform']}\n",
         "**CUDA half: run.**\n"

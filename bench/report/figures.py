@@ -444,7 +444,7 @@ def sweep_figures(
     parameter of :data:`SWEEP_BASELINE` (the margin) whose baseline value ran is drawn as the
     paired difference of each value against the baseline (per image, same search), so the
     image-to-image spread that all values share cancels."""
-    from bench.sweep import PARAMS, format_value, parse_label
+    from bench.harness.sweep import PARAMS, format_value, parse_label
 
     variants = {m: parse_label(m) for m in labels}
     names = [n for n in PARAMS if any(n in v.sweep_values() for v in variants.values())]
@@ -523,7 +523,7 @@ def make_figures(
 ) -> list[str]:
     """Every figure of a run (see the module docstring); returns the paths written. ``rows``:
     the images in the grids (None: all of the run's); the landmark figure draws at most 4."""
-    from bench.report import load_records
+    from bench.report.tables import load_records
 
     os.makedirs(os.path.join(run_dir, "figures"), exist_ok=True)
     try:

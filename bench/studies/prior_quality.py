@@ -1,4 +1,4 @@
-"""``python -m bench.prior_quality [--weights PATH] [--out results/prior]``: the face prior's
+"""``python -m bench.studies.prior_quality [--weights PATH] [--out results/prior]``: the face prior's
 three quality figures (README, issue "face prior"):
 
 (a) a sample grid of 64 G(z), z ~ U[-1, 1];
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     from facefill_core.pretrained import load_dcgan
     from facefill_core.train import save_grid
 
-    p = argparse.ArgumentParser(prog="python -m bench.prior_quality")
+    p = argparse.ArgumentParser(prog="python -m bench.studies.prior_quality")
     p.add_argument("--weights", default=None)
     p.add_argument("--out", default="results/prior")
     p.add_argument("--loss-csv", default=None, help="training loss.csv to plot into OUT/loss.png")

@@ -1,4 +1,4 @@
-"""``python -m bench.judge_validation [RUN_DIR] [--out results/judges]``: the validation study of
+"""``python -m bench.report.judge_validation [RUN_DIR] [--out results/judges]``: the validation study of
 the independent judges (:mod:`facefill_core.judges`), written to ``OUT/validation.{md,json}``.
 
 1. Face Mesh NME: an image against itself shifted by k px must give about k / IOD (embedded test
@@ -59,7 +59,7 @@ def run_mesh_study(fm, run_dir: str) -> dict:
     the latent methods re-judged against si."""
     from scipy.stats import spearmanr
 
-    from bench.report import load_records
+    from bench.report.tables import load_records
     from facefill_core.data import load_test_set
     from facefill_core.judges.mesh import PRESENCE_THRESHOLD, mesh_nme
     from facefill_core.stats import paired_stats
@@ -295,7 +295,7 @@ def write_md(res: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.judge_validation")
+    p = argparse.ArgumentParser(prog="python -m bench.report.judge_validation")
     p.add_argument("run_dir", nargs="?", default="results/quick")
     p.add_argument("--out", default="results/judges")
     p.add_argument("--n-images", type=int, default=32, help="embedded test images for the shift and identity studies")

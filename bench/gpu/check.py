@@ -1,17 +1,17 @@
-"""``python -m bench.gpu_check`` (``make gpu-check``): one fixed battery on whatever device is
+"""``python -m bench.gpu.check`` (``make gpu-check``): one fixed battery on whatever device is
 there, written to ``<out>/<device name>/report.{json,md}`` (default ``--out``: a new
 ``results/runs/gpu-check-<time>``, so a check never overwrites the committed ``results/gpu``).
 
 1. records: every method on the same 8 test images x the 4 thesis masks, on CPU and (when
    present) CUDA; the two agree: classical fills exactly, feed-forward nets to float tolerance,
    latent methods per image by the same winning candidate or PSNR within a stated tolerance
-   (:mod:`bench.gpu_report`);
+   (:mod:`bench.gpu.report`);
 2. the torch landmark cascade against the C++ extension: parity (|d| px) and throughput;
 3. the latent-search step per B x K, method, landmark backend and precision: ms per step, peak
    GPU memory, the share of the step spent waiting for landmarks; mixed precision's records
    against fp32 on the same device;
 4. training iterations per second of the DCGAN, CE and GFC;
-5. ``bench.run`` end to end (quick preset on CUDA) and the projected wall time of the paper
+5. ``bench.harness.run`` end to end (quick preset on CUDA) and the projected wall time of the paper
    preset (500 images x 4 masks x all methods) on 1 and 4 devices.
 
 Without CUDA only the CPU half runs, at the small sizes of :data:`SIZES` (about 2 minutes on 2
@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from bench.gpu_report import (
+from bench.gpu.report import (
     LANDMARK_MAX_TOL,
     LANDMARK_MEAN_TOL,
     LANDMARK_P99_TOL,
@@ -43,8 +43,8 @@ from bench.gpu_report import (
     projection,
     write_report,
 )
-from bench.gpu_sections import MASKS, Shared, _methods, landmark_parity, mixed_precision, records
-from bench.gpu_timing import end_to_end, latent_steps, training
+from bench.gpu.sections import MASKS, Shared, _methods, landmark_parity, mixed_precision, records
+from bench.gpu.timing import end_to_end, latent_steps, training
 
 __all__ = ["LANDMARK_MAX_TOL", "LANDMARK_MEAN_TOL", "LANDMARK_P99_TOL", "MASKS", "SIZES", "battery", "device_name",
            "main", "slug", "_methods"]  # fmt: skip
@@ -128,7 +128,7 @@ def default_out() -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.gpu.check", description=__doc__.split("\n")[0])
     p.add_argument(
         "--out",
         default=default_out(),

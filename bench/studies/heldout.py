@@ -1,4 +1,4 @@
-"""``python -m bench.heldout RUN_DIR``: held-out PSNR curves of a CE / GFC training run, and
+"""``python -m bench.studies.heldout RUN_DIR``: held-out PSNR curves of a CE / GFC training run, and
 "train until it stops improving".
 
 Held-out set: embedded **test** images 256-319 (never trained on; disjoint from the images
@@ -157,30 +157,48 @@ def best_snapshot(curve: dict, select: str = "mean") -> int:
     return max(full, key=lambda i: (float(np.mean([curve[i][m][0] for m in masks])), -i))
 
 
-def plot(curve: dict, path: str, title: str) -> None:
+def figure(curve: dict, title: str, select: str = "mean"):
+    """The held-out curves (PSNR per mask against the training iteration) with the best snapshot
+    (:func:`best_snapshot` under ``select``: the one that ships) marked by a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     its = sorted(curve)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
     for m in MASKS:
         xs = [i for i in its if m in curve[i]]
         ax.plot(xs, [curve[i][m][0] for i in xs], marker=".", label=m)
+    try:
+        best = best_snapshot(curve, select)
+    except ValueError:  # no snapshot scored on every mask yet
+        best = None
+    if best is not None:
+        what = "mean over masks" if select == "mean" else select
+        ax.axvline(best, color="black", ls="--", lw=1, label=f"best snapshot, shipped\n(iter {best}, {what})")
     ax.set_xlabel("training iteration")
     ax.set_ylabel(f"held-out PSNR (dB), {HELDOUT_N} images")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # off the data
     fig.tight_layout()
+    return fig
+
+
+def plot(curve: dict, path: str, title: str, select: str = "mean") -> None:
+    """:func:`figure` written to ``path`` (PNG, atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(curve, title, select)
     fig.savefig(path + ".tmp.png", dpi=110)
     plt.close(fig)
     os.replace(path + ".tmp.png", path)
 
 
-def update(run_dir: str, kind: str, held: HeldOut) -> dict:
-    """Score every snapshot not yet in heldout.csv; rewrite the CSV and the plot."""
+def update(run_dir: str, kind: str, held: HeldOut, select: str = "mean") -> dict:
+    """Score every snapshot not yet in heldout.csv; rewrite the CSV and the plot (the best
+    snapshot under ``select`` marked)."""
     path = os.path.join(run_dir, "heldout.csv")
     curve = _load_curve(path)
     snap_dir = os.path.join(run_dir, "snapshots")
@@ -202,7 +220,7 @@ def update(run_dir: str, kind: str, held: HeldOut) -> dict:
             for m, (p, s, n) in curve[it].items():
                 w.writerow([it, m, f"{p:.4f}", f"{s:.5f}", "" if not np.isfinite(n) else f"{n:.5f}"])
     os.replace(path + ".tmp", path)
-    plot(curve, os.path.join(run_dir, "heldout.png"), f"{kind}: held-out PSNR per mask")
+    plot(curve, os.path.join(run_dir, "heldout.png"), f"{kind}: held-out PSNR per mask", select)
     return curve
 
 
@@ -218,7 +236,7 @@ def _report(curve: dict, gains: dict, done: bool, select: str = "mean") -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.heldout", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.studies.heldout", description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--kind", choices=["ce", "gfc"], required=True)
     p.add_argument(
@@ -243,7 +261,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     reported = None  # the last iteration whose gains were printed
     while True:
         _snapshot(a.run_dir)
-        curve = update(a.run_dir, a.kind, held) if os.path.isdir(os.path.join(a.run_dir, "snapshots")) else {}
+        curve = update(a.run_dir, a.kind, held, a.select) if os.path.isdir(os.path.join(a.run_dir, "snapshots")) else {}
         gains = plateau_gain(curve, a.select)
         last = max(curve) if curve else 0
         done = last >= a.min_iters and all(np.isfinite(g) and g < a.min_gain for g in gains.values())
@@ -259,7 +277,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if not alive:  # the trainer ended on its own: score its last checkpoint too
             _snapshot(a.run_dir)
-            curve = update(a.run_dir, a.kind, held)
+            curve = update(a.run_dir, a.kind, held, a.select)
             if curve and max(curve) != reported:
                 gains = plateau_gain(curve, a.select)
                 _report(curve, gains, all(np.isfinite(g) and g < a.min_gain for g in gains.values()), a.select)

@@ -1,5 +1,5 @@
-"""The timing sections of ``python -m bench.gpu_check`` (see there): the latent-search step per
-B x K, method, landmark backend and precision; training iterations per second; ``bench.run``
+"""The timing sections of ``python -m bench.gpu.check`` (see there): the latent-search step per
+B x K, method, landmark backend and precision; training iterations per second; ``bench.harness.run``
 end to end. Step times are ``(T(n steps) - T(0 steps)) / n`` so set-up and the final choice
 cancel; CUDA work is bracketed with ``torch.cuda.synchronize``."""
 
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from bench.gpu_sections import Shared, _amp, _inpaint_cfg, _methods, _sync
+from bench.gpu.sections import Shared, _amp, _inpaint_cfg, _methods, _sync
 
 
 # -- 3. latent-search step ------------------------------------------------------------------
@@ -170,11 +170,11 @@ def end_to_end(size: dict, workdir: str) -> dict:
     cmd = [sys.executable, "-m", "bench.run", *size["e2e"], "--out", out, "--no-progress"]
     t = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # an in-process run: this many threads
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
     wall = time.perf_counter() - t
     if r.returncode != 0:
-        raise RuntimeError(f"bench.run exit {r.returncode}: {r.stderr.strip()[-500:]}")
+        raise RuntimeError(f"bench.harness.run exit {r.returncode}: {r.stderr.strip()[-500:]}")
     with open(os.path.join(out, "records.jsonl")) as f:
         recs = [json.loads(line) for line in f if line.strip()]
     per = {}

@@ -9,10 +9,10 @@ import datetime as dt
 import math
 import os
 
-from bench.cluster import check_address_token
-from bench.numerics import MODES, usable_cpus
-from bench.sweep import PARAMS, parse_sweeps
-from facefill_core.config import PRESETS, BenchConfig
+from bench.harness.cluster import check_address_token
+from bench.harness.config import PRESETS, BenchConfig
+from bench.harness.numerics import MODES, usable_cpus
+from bench.harness.sweep import PARAMS, parse_sweeps
 from facefill_core.data import FaceDataset
 from facefill_core.judges import MODEL_FILES, model_path, parse_judges
 from facefill_core.masks import MASK_KINDS, folder_masks, parse_mask_spec
@@ -162,7 +162,7 @@ def build_config(argv: list[str]) -> tuple[BenchConfig, argparse.Namespace]:
     if workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
     if a.address is None and gpus == 0:  # a local cluster of CPU workers: does it fit in memory?
-        from bench.numerics import available_memory_mib, check_memory
+        from bench.harness.numerics import available_memory_mib, check_memory
 
         problem = check_memory(workers, available_memory_mib())
         if problem:

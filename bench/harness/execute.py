@@ -7,20 +7,20 @@ import logging
 import os
 import sys
 
-from bench import numerics
-from bench.rundir import log, write_unit
-from bench.workers import UnitRunner, WorkerInputs, make_ray_worker
-from facefill_core.config import BenchConfig
+from bench.harness import numerics
+from bench.harness.config import BenchConfig
+from bench.harness.rundir import log, write_unit
+from bench.harness.workers import UnitRunner, WorkerInputs, make_ray_worker
 
 
 def init_ray(cfg: BenchConfig, n_cpus: int, n_gpus: int, verbose: bool) -> None:
     """Start a local Ray cluster sized to the actors (``n_cpus`` CPUs, ``n_gpus`` GPUs; the
     driver is not an actor), or join ``cfg.address``. Always with Ray's token authentication
-    (:func:`bench.cluster.prepare_ray_auth`: a 0600 token, a local cluster's session files in a
+    (:func:`bench.harness.cluster.prepare_ray_auth`: a 0600 token, a local cluster's session files in a
     0700 directory; joining a cluster needs its token)."""
     import ray
 
-    from bench.cluster import prepare_ray_auth
+    from bench.harness.cluster import prepare_ray_auth
 
     auth_kw = prepare_ray_auth(cfg.address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

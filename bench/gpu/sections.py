@@ -1,4 +1,4 @@
-"""The accuracy sections of ``python -m bench.gpu_check`` (see there): the battery's shared
+"""The accuracy sections of ``python -m bench.gpu.check`` (see there): the battery's shared
 inputs, every method's records on a device, the torch landmark cascade against the C++
 extension, and mixed precision's records against fp32."""
 
@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from bench.gpu_report import agreement, landmark_parity_ok
+from bench.gpu.report import agreement, landmark_parity_ok
 
 MASKS = ("centre", "left", "right", "random")
 
@@ -59,7 +59,7 @@ def _methods():
 
 
 def _inpaint_cfg(method: str, candidates: int, iters: int, **over):
-    from facefill_core.config import BenchConfig
+    from bench.harness.config import BenchConfig
 
     cfg = BenchConfig(candidates=candidates, iters=iters).inpaint_config(method)
     return dataclasses.replace(cfg, **over)

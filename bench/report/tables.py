@@ -3,7 +3,7 @@
 Writes ``tables.md`` (PSNR, SSIM, NME, feature-scale error per method label x mask, the scale
 error per facial region, the thesis's published numbers as labelled reference rows, seconds),
 ``tables/{psnr,ssim,nme,scale,scale_regions,thesis_reference,seconds}.csv``, ``figures/``
-(:mod:`bench.figures`) and ``report.html`` (:mod:`bench.report_page`).
+(:mod:`bench.report.figures`) and ``report.html`` (:mod:`bench.report.page`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections import defaultdict
 import numpy as np
 from tabulate import tabulate
 
-from bench.judge_tables import JUDGE_METRICS, judge_sections
-from bench.numerics import describe as describe_numerics
+from bench.harness.numerics import describe as describe_numerics
+from bench.report.judge_tables import JUDGE_METRICS, judge_sections
 from facefill_core.metrics import mean_ci
 from facefill_core.stats import cell_stats
 
@@ -84,7 +84,7 @@ def aggregate(records: list[dict]) -> tuple[list, list, dict]:
     counted, never averaged), and under ``"cells"`` the full :class:`~facefill_core.stats.CellStats`
     (seed spread, noise share); the NME failures, the record count ``n``, ``n_images`` and
     ``n_seeds``."""
-    from bench.sweep import sort_key
+    from bench.harness.sweep import sort_key
     from facefill_core.inpainters import REGISTRY
     from facefill_core.masks import MASK_KINDS
 
@@ -229,8 +229,8 @@ def _scale_region_section(run_dir, methods, masks, stats) -> list[str]:
 def build_report(run_dir: str) -> dict:
     """``tables.md``, ``tables/*.csv``, ``figures/`` and ``report.html`` of a run from its records; returns the
     statistics per (method label, mask)."""
-    from bench.figures import make_figures
-    from bench.report_page import build_report_page, provenance_markdown
+    from bench.report.figures import make_figures
+    from bench.report.page import build_report_page, provenance_markdown
 
     records = load_records(run_dir)
     if not records:

@@ -1,11 +1,11 @@
-"""Ray token authentication and private session files for ``bench.run``.
+"""Ray token authentication and private session files for ``bench.harness.run``.
 
 Ray 2.60 authenticates every gRPC and HTTP request with one static token when
 ``RAY_AUTH_MODE=token``. The token comes from, in this order: ``RAY_AUTH_TOKEN`` (the token
 itself), ``RAY_AUTH_TOKEN_PATH`` (a file holding it), ``~/.ray/auth_token``. A local
 ``ray.init()`` turns token mode on by itself when ``RAY_AUTH_MODE`` is unset, but ``ray start``
 and ``ray.init(address=...)`` do not, and Ray writes its token file with the process umask
-(``0644``) and makes its temp and session directories ``0777``. So ``bench.run``:
+(``0644``) and makes its temp and session directories ``0777``. So ``bench.harness.run``:
 
 * always sets ``RAY_AUTH_MODE=token`` (a ``disabled`` in the environment is overridden, with a
   warning in ``run.log``);
@@ -15,7 +15,7 @@ and ``ray.init(address=...)`` do not, and Ray writes its token file with the pro
 * ``--address`` runs: requires the cluster's token and stops before any work, in one line,
   when none is found (:func:`token_source`).
 
-Nothing here starts Ray; ``bench.run``'s execution module calls :func:`prepare_ray_auth` right
+Nothing here starts Ray; ``bench.harness.run``'s execution module calls :func:`prepare_ray_auth` right
 before ``ray.init``.
 """
 
@@ -157,7 +157,7 @@ def prepare_ray_auth(address: Optional[str]) -> dict:
         ValueError: ``--address`` without a token (one line, for the CLI).
     """
     if os.environ.get(AUTH_MODE, "token").lower() != "token":
-        log.warning("%s=%s ignored: bench.run always uses Ray token authentication", AUTH_MODE, os.environ[AUTH_MODE])
+        log.warning("%s=%s ignored: facefill always uses Ray token authentication", AUTH_MODE, os.environ[AUTH_MODE])
     os.environ[AUTH_MODE] = "token"
     src = check_address_token(address) if address else token_source()
     if src is None:

@@ -1,0 +1,5 @@
+import sys
+
+from bench.report.tables import main
+
+sys.exit(main())
