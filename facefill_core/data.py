@@ -114,13 +114,26 @@ def embedded_generator():
 
 
 def render_embedded(seeds: Sequence[int], batch_size: int = 128) -> np.ndarray:
-    """Render embedded faces for the given seeds: uint8 ``(N, 64, 64, 3)``."""
+    """Render embedded faces for the given seeds: uint8 ``(N, 64, 64, 3)``.
+
+    The generator runs on torch's native convolutions (oneDNN off) with one thread, whatever
+    the caller's settings (put back after): oneDNN picks its kernels per CPU, so with it a few
+    pixels of the data itself would differ between an AVX2 and an AVX-512 machine. Under pinned
+    numerics (``bench.harness.numerics``) the faces are then the same bits on every x86-64 CPU.
+    """
     g = embedded_generator()
     z = torch.stack([torch.randn(100, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     out = []
-    with torch.no_grad():
-        for i in range(0, len(seeds), batch_size):
-            out.append(to_uint8_nhwc(g(z[i : i + batch_size])))
+    mkldnn, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()
+    try:
+        torch.backends.mkldnn.enabled = False
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            for i in range(0, len(seeds), batch_size):
+                out.append(to_uint8_nhwc(g(z[i : i + batch_size])))
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+        torch.set_num_threads(threads)
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
