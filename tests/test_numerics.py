@@ -4,6 +4,7 @@ default worker count follows the CPUs this process may use."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -123,7 +124,7 @@ def test_cli_restarts_itself_with_the_recipe():
     r = json.loads(out.stdout)
     assert r["pinned"] is True and r["problems"] == []
     assert r["mkl_branch"] == "compatible" and r["torch_cpu_capability"] == "AVX2"
-    assert r["mkldnn"] is False and r["torch_threads"] == 1
+    assert r["mkldnn"] is False and r["nnpack"] is False and r["torch_threads"] == 1
     assert {k: r["env"][k] for k in numerics.PINNED_ENV} == numerics.PINNED_ENV
     out = subprocess.run(
         [sys.executable, "-m", "bench.harness.numerics", "--numerics", "free"],
@@ -210,26 +211,37 @@ def _run_with(tmp_path, name, mode, cpus=None, **env):
 
 # The DCGAN prior's forward and backward on a quick-preset batch (16 candidates x 4 images), as
 # hashes: far more sensitive than records, which round completions to 8 bits before scoring.
+# Then three steps of the search's optimizer. FACEFILL_TEST_NNPACK=1 turns NNPACK back on after
+# the recipe (the discriminator's batch of 64 is one NNPACK takes).
 _PROBE = """
-import hashlib, sys, torch
+import hashlib, os, sys, torch
 from bench.harness import numerics
 numerics.apply(sys.argv[1], 2)
+if os.environ.get("FACEFILL_TEST_NNPACK") == "1":
+    torch.backends.nnpack.set_flags(True)
+from facefill_core.adam import PortableAdam
 from facefill_core.pretrained import load_dcgan
 g, d, _ = load_dcgan(None, "cpu")
 z = (torch.rand(64, 100, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_(True)
-y = g(z)
-s = d(y)
-((y ** 2).mean() + s.float().mean()).backward()
-print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in (y, s, z.grad)))
+opt = PortableAdam([z], lr=0.01)
+for step in range(3):
+    y = g(z)
+    s = d(y)
+    opt.zero_grad()
+    ((y ** 2).mean() + s.float().mean()).backward()
+    if step == 0:
+        first = [t.detach().clone() for t in (y, s, z.grad)]
+    opt.step()
+print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in (*first, z)))
 """
 
 
-def _probe(mode, cpus=None, **env):
+def _probe(mode, cpus=None, wrapper=(), **env):
     full = _clean_env(**(numerics.PINNED_ENV if mode == "pinned" else {}))
     full.update(env)
     affinity = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    r = subprocess.run([sys.executable, "-c", _PROBE, mode], env=full, cwd=ROOT, capture_output=True, text=True,
-                       check=True, preexec_fn=affinity)  # fmt: skip
+    r = subprocess.run([*wrapper, sys.executable, "-c", _PROBE, mode], env=full, cwd=ROOT, capture_output=True,
+                       text=True, check=True, preexec_fn=affinity)  # fmt: skip
     return r.stdout.split()
 
 
@@ -244,6 +256,23 @@ def test_each_pinned_setting_matters_and_pinned_math_ignores_cores_and_onednn():
     assert _probe("free", ONEDNN_MAX_CPU_ISA="SSE41") != _probe("free", ONEDNN_MAX_CPU_ISA="AVX2")  # oneDNN on
     assert _probe("pinned", MKL_CBWR="AUTO") != pinned
     assert _probe("pinned", ATEN_CPU_CAPABILITY="default") != pinned
+    assert _probe("pinned", FACEFILL_TEST_NNPACK="1") != pinned
+
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+@pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="pinned numerics need AVX2")
+@pytest.mark.skipif(QEMU is None, reason="no qemu-x86_64 (Debian's qemu-user; make setup installs it as root)")
+def test_pinned_math_is_the_same_on_another_cpu():
+    """The same probe on this CPU and on an emulated AMD Zen 3 (QEMU user mode, EPYC-Milan: AVX2,
+    no AVX-512, its own CPUID, cache sizes and vendor string): pinned, the same bits. The
+    emulation computes approximate instructions (rcp, rsqrt) exactly, unlike any real CPU, so
+    a pinned path that used them would fail here too. Measured on an AVX-512 EPYC: before the
+    recipe turned NNPACK off and the search's Adam took a correctly rounded sqrt, the
+    discriminator's second convolution and Adam's step differed."""
+    emulated = (QEMU, "-cpu", "EPYC-Milan")
+    assert _probe("pinned", wrapper=emulated) == _probe("pinned")
 
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="pinned numerics need AVX2")

@@ -18,6 +18,10 @@ command must take the same arithmetic path on every x86-64 CPU. Under ``--numeri
 - ``torch.backends.mkldnn.enabled = False``: convolutions take torch's native path (im2col +
   MKL) instead of oneDNN. oneDNN picks its kernels and blocking from the CPU's ISA, cache sizes
   and core count; capping its ISA (``ONEDNN_MAX_CPU_ISA``) is not enough to fix them.
+- ``torch.backends.nnpack.set_flags(False)``: without oneDNN, torch hands a float convolution of
+  a batch of 16 or more (the discriminator's, in the prior loss) to NNPACK, whose kernels and
+  blocking follow the CPU (measured: an AVX-512 EPYC and an emulated Zen 3 gave different bits
+  for the same layer); off, every batch size takes the native im2col + MKL path.
 - ``OPENBLAS_CORETYPE=Haswell`` and ``NPY_DISABLE_CPU_FEATURES``: numpy's OpenBLAS (the
   judges' matrix products) and numpy's own loops take their AVX2 kernels on AVX-512 CPUs too.
 - one torch (OpenMP and MKL) thread per worker: how a reduction is split depends on the thread
@@ -223,16 +227,24 @@ def apply(mode: str, num_threads: int, device: str = "cpu") -> None:
 
     if check_mode(mode) == "pinned":
         torch.backends.mkldnn.enabled = False
+        torch.backends.nnpack.set_flags(False)
     threads = PINNED_TORCH_THREADS if mode == "pinned" else num_threads
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def nnpack_enabled() -> bool:
+    """Whether torch may hand convolutions to NNPACK (torch exposes no public getter)."""
+    import torch
+
+    return bool(torch._C._get_nnpack_enabled())
 
 
 def torch_state() -> tuple:
     """What :func:`apply` changes, to put back with :func:`restore`."""
     import torch
 
-    return torch.backends.mkldnn.enabled, torch.get_num_threads()
+    return torch.backends.mkldnn.enabled, torch.get_num_threads(), nnpack_enabled()
 
 
 def restore(state: tuple) -> None:
@@ -240,6 +252,7 @@ def restore(state: tuple) -> None:
 
     torch.backends.mkldnn.enabled, threads = state[0], state[1]
     torch.set_num_threads(threads)
+    torch.backends.nnpack.set_flags(state[2])
 
 
 def problems(mode: str) -> list[str]:
@@ -261,6 +274,8 @@ def problems(mode: str) -> list[str]:
         out.append(f"torch dispatches to {cap}, not AVX2 (ATEN_CPU_CAPABILITY was not set when torch loaded)")
     if torch.backends.mkldnn.enabled:
         out.append("oneDNN is on")
+    if nnpack_enabled() and torch.backends.nnpack.is_available():
+        out.append("NNPACK is on")
     if torch.get_num_threads() != PINNED_TORCH_THREADS:
         out.append(f"torch runs {torch.get_num_threads()} threads, not {PINNED_TORCH_THREADS}")
     return out
@@ -332,7 +347,7 @@ def report(mode: str, torch_threads: Optional[int] = None, landmark_threads: Opt
 
     issues = problems(mode) if mode == "pinned" else []
     # thread and oneDNN settings are the workers' (apply() runs there): judge only the environment
-    env_issues = [p for p in issues if not p.startswith(("oneDNN", "torch runs"))]
+    env_issues = [p for p in issues if not p.startswith(("oneDNN", "NNPACK", "torch runs"))]
     return {
         "numerics": mode,
         "pinned": mode == "pinned" and not env_issues,
@@ -342,6 +357,8 @@ def report(mode: str, torch_threads: Optional[int] = None, landmark_threads: Opt
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_branch": mkl_branch(),
         "mkldnn": (mode != "pinned") if torch_threads is not None else torch.backends.mkldnn.enabled,
+        "nnpack": ((mode != "pinned") if torch_threads is not None else nnpack_enabled())
+        and torch.backends.nnpack.is_available(),
         "landmark_isa": landmark_isa(),
         "landmark_isas_available": available_isas(),
         "torch_threads": torch.get_num_threads() if torch_threads is None else torch_threads,
@@ -357,7 +374,8 @@ def describe(r: dict) -> str:
     how = "pinned" if r.get("pinned") else ("free" if r.get("numerics") == "free" else "not pinned")
     return (
         f"CPU {r.get('cpu_model')}; torch ISA {r.get('torch_cpu_capability')}, MKL branch {r.get('mkl_branch')}, "
-        f"oneDNN {'on' if r.get('mkldnn') else 'off'}, landmark kernels {r.get('landmark_isa')}; "
+        f"oneDNN {'on' if r.get('mkldnn') else 'off'}, NNPACK {'on' if r.get('nnpack') else 'off'}, "
+        f"landmark kernels {r.get('landmark_isa')}; "
         f"{r.get('torch_threads')} torch / {r.get('landmark_threads')} landmark thread(s) per worker; "
         f"numerics {how}"
     )
