@@ -133,13 +133,23 @@ class TorchShapePredictor(nn.Module):
     def _sample(self, g: Tensor, flat: Tensor, pix: Tensor, bilinear: bool) -> Tensor:
         n, h, w = g.shape
         if bilinear:
-            gx = pix[..., 0] / (w - 1) * 2 - 1
-            gy = pix[..., 1] / (h - 1) * 2 - 1
-            grid = torch.stack([gx, gy], -1)[:, None]  # (N, 1, F, 2)
-            out = torch.nn.functional.grid_sample(
-                g[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
-            )
-            return out[:, 0, 0]
+            # Bilinear at pixel coordinates, zeros outside the image, written out with gathers:
+            # floor, differences, products and sums are single IEEE operations, so the value and
+            # its gradient are the same bits on every CPU (torch's grid_sample kernel is not:
+            # under an emulated Zen 3 it gave other bits than on an AVX-512 EPYC).
+            x, y = pix[..., 0], pix[..., 1]
+            x0, y0 = torch.floor(x.detach()), torch.floor(y.detach())
+            wx, wy = x - x0, y - y0
+            xi, yi = x0.long(), y0.long()
+            out = torch.zeros_like(x)
+            for dy, fy in ((0, 1 - wy), (1, wy)):
+                for dx, fx in ((0, 1 - wx), (1, wx)):
+                    cx, cy = xi + dx, yi + dy
+                    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+                    idx = cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)
+                    v = torch.where(inside, flat.gather(1, idx), torch.zeros((), dtype=flat.dtype, device=g.device))
+                    out = out + fy * fx * v
+            return out
         p = torch.floor(pix.detach().double() + 0.5).long()  # dlib rounds to the nearest pixel
         x, y = p[..., 0], p[..., 1]
         inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)

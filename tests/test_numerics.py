@@ -273,6 +273,28 @@ def test_pinned_math_is_the_same_on_another_cpu():
     discriminator's second convolution and Adam's step differed."""
     emulated = (QEMU, "-cpu", "EPYC-Milan")
     assert _probe("pinned", wrapper=emulated) == _probe("pinned")
+    # si-ldsoft's smooth cascade (bilinear sampling written out: torch's grid_sample differed)
+    soft = [sys.executable, "-c", _SOFT_PROBE]
+    env = _clean_env(**numerics.PINNED_ENV)
+
+    def run(cmd):
+        return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+    assert run([*emulated, *soft]) == run(soft)
+
+
+_SOFT_PROBE = """
+import hashlib, torch
+from bench.harness import numerics
+numerics.apply("pinned", 1)
+from facefill_core.data import render_embedded
+from facefill_core.imaging import uint8_to_signed
+from facefill_core.landmarks_torch import TorchShapePredictor
+x = uint8_to_signed(render_embedded(range(4))).requires_grad_(True)
+p = TorchShapePredictor()(x, soft=True, temperature=1.0)
+(g,) = torch.autograd.grad(p.square().sum(), x)
+print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in (p, g)))
+"""
 
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="pinned numerics need AVX2")
