@@ -236,11 +236,26 @@ print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest(
 """
 
 
-def _probe(mode, cpus=None, wrapper=(), **env):
+# si-ldsoft's smooth cascade on 4 embedded faces: points and their gradient in the image.
+_SOFT_PROBE = """
+import hashlib, sys, torch
+from bench.harness import numerics
+numerics.apply(sys.argv[1], 1)
+from facefill_core.data import render_embedded
+from facefill_core.imaging import uint8_to_signed
+from facefill_core.landmarks_torch import TorchShapePredictor
+x = uint8_to_signed(render_embedded(range(4))).requires_grad_(True)
+p = TorchShapePredictor()(x, soft=True, temperature=1.0)
+(g,) = torch.autograd.grad(p.square().sum(), x)
+print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in (p, g)))
+"""
+
+
+def _probe(mode, cpus=None, wrapper=(), script=_PROBE, **env):
     full = _clean_env(**(numerics.PINNED_ENV if mode == "pinned" else {}))
     full.update(env)
     affinity = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    r = subprocess.run([*wrapper, sys.executable, "-c", _PROBE, mode], env=full, cwd=ROOT, capture_output=True,
+    r = subprocess.run([*wrapper, sys.executable, "-c", script, mode], env=full, cwd=ROOT, capture_output=True,
                        text=True, check=True, preexec_fn=affinity)  # fmt: skip
     return r.stdout.split()
 
@@ -274,27 +289,7 @@ def test_pinned_math_is_the_same_on_another_cpu():
     emulated = (QEMU, "-cpu", "EPYC-Milan")
     assert _probe("pinned", wrapper=emulated) == _probe("pinned")
     # si-ldsoft's smooth cascade (bilinear sampling written out: torch's grid_sample differed)
-    soft = [sys.executable, "-c", _SOFT_PROBE]
-    env = _clean_env(**numerics.PINNED_ENV)
-
-    def run(cmd):
-        return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-
-    assert run([*emulated, *soft]) == run(soft)
-
-
-_SOFT_PROBE = """
-import hashlib, torch
-from bench.harness import numerics
-numerics.apply("pinned", 1)
-from facefill_core.data import render_embedded
-from facefill_core.imaging import uint8_to_signed
-from facefill_core.landmarks_torch import TorchShapePredictor
-x = uint8_to_signed(render_embedded(range(4))).requires_grad_(True)
-p = TorchShapePredictor()(x, soft=True, temperature=1.0)
-(g,) = torch.autograd.grad(p.square().sum(), x)
-print(" ".join(hashlib.md5(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in (p, g)))
-"""
+    assert _probe("pinned", wrapper=emulated, script=_SOFT_PROBE) == _probe("pinned", script=_SOFT_PROBE)
 
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="pinned numerics need AVX2")
