@@ -283,9 +283,9 @@ def test_pinned_math_is_the_same_on_another_cpu():
     """The same probe on this CPU and on an emulated AMD Zen 3 (QEMU user mode, EPYC-Milan: AVX2,
     no AVX-512, its own CPUID, cache sizes and vendor string): pinned, the same bits. The
     emulation computes approximate instructions (rcp, rsqrt) exactly, unlike any real CPU, so
-    a pinned path that used them would fail here too. Measured on an AVX-512 EPYC: before the
-    recipe turned NNPACK off and the search's Adam took a correctly rounded sqrt, the
-    discriminator's second convolution and Adam's step differed."""
+    a pinned path that used them would fail here too. Measured on an AVX-512 EPYC: with NNPACK
+    on, or torch's float32 sqrt in Adam, the discriminator's second convolution and Adam's step
+    differ."""
     emulated = (QEMU, "-cpu", "EPYC-Milan")
     assert _probe("pinned", wrapper=emulated) == _probe("pinned")
     # si-ldsoft's smooth cascade (bilinear sampling written out: torch's grid_sample differed)
