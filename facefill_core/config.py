@@ -48,7 +48,13 @@ class InpaintConfig:
     landmark_margin_px: float = 3.0
     landmark_step: float = 0.5
     landmark_every: int = 1  # evaluate Ld every k steps (1 = the thesis); 0 = only for the final choice
-    overlap_threads: int = 1  # C++ threads of the per-step Ld that overlaps torch's backward
+    # the per-step Ld of si-ld (a value: it never moves z, so where it runs changes only time):
+    # overlap = on its own thread during torch's backward, on overlap_threads C++ threads;
+    # serial = before the backward, on the predictor's threads; auto = overlap only where
+    # torch's threads leave overlap_threads cores free (measured in docs/performance.md)
+    landmark_overlap: str = "auto"  # auto | overlap | serial
+    overlap_threads: int = 1
+    landmark_block: int = 0  # steps per C++ Ld call; 0 = about 256 faces a call (inpaint.py)
     # si-ld+ / si-ldsoft (see inpaint.py): landmark steering, chosen on pilot runs (docs/method.md)
     steer_weight: float = 3.0
     steer_every: int = 10

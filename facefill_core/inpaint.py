@@ -8,8 +8,9 @@ Methods (``InpaintConfig.method``):
   the *masked* candidate that are more than 3 px from those of the damaged input (+0.5 each).
   Ld is piecewise constant in z, so its gradient is zero almost everywhere: the z trajectories
   are identical to ``si`` (a test checks this bit for bit). Ld changes only which candidate has
-  the lowest final loss. It is evaluated every step, as in the thesis, on a C++ thread that
-  overlaps with torch's backward pass.
+  the lowest final loss. It is evaluated every step, as in the thesis, by the C++
+  batch: on its own thread overlapping torch's backward pass where a core is free, else before
+  the backward on every core (``InpaintConfig.landmark_overlap``).
 * ``si-ld+``: adds ``mu * E(z)``, E the mean distance in pixels between dlib's (unrounded)
   points on each candidate's composite (known pixels of y, hole of G(z): what the output will
   be) and a reference. The reference is the *consensus* of many looks: per image, the median over
@@ -29,6 +30,7 @@ Images ``(N, 3, 64, 64)`` in [-1, 1], holes ``(N, 1, 64, 64)`` with 1 = missing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +69,19 @@ class InpaintResult:
     seconds: float = 0.0
 
 
+# Faces per C++ Ld call when steps are gathered (csrc/landmarks.cpp's kChunk: one pass of the
+# leaves). 2-core AVX-512 EPYC, one call in the search loop: 64 faces ~8 ms, the leaves cold.
+LD_BLOCK_FACES = 256
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _seed_for(seed: int, index: int, salt: int = 0) -> int:
     return int(np.random.SeedSequence([seed, index, salt]).generate_state(1)[0])
 
@@ -99,10 +114,13 @@ class LatentSearchInpainter:
             raise ValueError(f"z_init must be 'uniform' or 'normal', got {cfg.z_init!r}")
         if cfg.steer_target not in ("whole", "composite"):
             raise ValueError(f"steer_target must be 'whole' or 'composite', got {cfg.steer_target!r}")
-        if cfg.landmark_every < 0 or cfg.overlap_threads < 0:
+        if cfg.landmark_every < 0 or cfg.overlap_threads < 0 or cfg.landmark_block < 0:
             raise ValueError(
-                f"landmark_every and overlap_threads must be >= 0, got {cfg.landmark_every}, {cfg.overlap_threads}"
+                "landmark_every, overlap_threads and landmark_block must be >= 0, got "
+                f"{cfg.landmark_every}, {cfg.overlap_threads}, {cfg.landmark_block}"
             )
+        if cfg.landmark_overlap not in ("auto", "overlap", "serial"):
+            raise ValueError(f"landmark_overlap must be auto, overlap or serial, got {cfg.landmark_overlap!r}")
         if cfg.blend not in ("none", "poisson"):
             raise ValueError(f"blend must be 'none' or 'poisson', got {cfg.blend!r}")
         self.cfg = cfg
@@ -131,12 +149,18 @@ class LatentSearchInpainter:
         self.backend = cfg.landmark_backend
         if self.backend == "auto":
             self.backend = "torch" if self.device.type == "cuda" else "cpp"
+        # overlapping pays only with a free core: beside torch's busy threads the C++ batch
+        # stretches them (docs/performance.md)
+        self.overlap = self.backend == "cpp" and (
+            cfg.landmark_overlap == "overlap"
+            or (cfg.landmark_overlap == "auto" and torch.get_num_threads() + max(1, cfg.overlap_threads) <= _cores())
+        )
         self.tsp = None
         if self.uses_landmarks and (self.backend == "torch" or search.steer == "soft"):
             self.tsp = TorchShapePredictor(self.predictor.export()).to(self.device)
 
     # -- landmarks ------------------------------------------------------------------------
-    def _points(self, x, rounded: bool = True) -> np.ndarray:
+    def _points(self, x, rounded: bool = True, num_threads: Optional[int] = None) -> np.ndarray:
         """Landmarks of ``x`` (a tensor, or uint8 NHWC for the C++ path) with the backend."""
         if self.backend == "torch":
             with torch.no_grad():
@@ -144,17 +168,24 @@ class LatentSearchInpainter:
             p = torch.floor(p + 0.5) if rounded else p
             return p.cpu().numpy().astype(np.float32)
         u8 = x if isinstance(x, np.ndarray) else to_uint8_nhwc(x)
-        return self.predictor.predict(u8, box=self.box, rounded=rounded)
+        return self.predictor.predict(u8, box=self.box, rounded=rounded, num_threads=num_threads)
 
-    def _ld_overlapped(self, gz: Tensor, m: Tensor, refs: np.ndarray, k: int) -> np.ndarray:
-        """Ld on the landmark thread: masking, conversion and the C++ batch all run here, off the
-        optimizer's thread, on ``overlap_threads`` C++ threads so torch keeps its cores."""
-        u8 = to_uint8_nhwc(damaged(gz, m))
-        pts = self.predictor.predict(u8, box=self.box, rounded=True, num_threads=self.cfg.overlap_threads)
-        return self._penalties(pts, refs, k)
+    def _ld(self, x, refs: np.ndarray, k: int, num_threads: Optional[int] = None) -> list[np.ndarray]:
+        """Ld of one or more steps' masked candidates ``x`` (a tensor of one step, or the uint8
+        faces of several steps one after another, B*K each): one ``(B*K,)`` array per step."""
+        pts = self._points(x, rounded=True, num_threads=num_threads)
+        n = len(refs) * k
+        return [self._penalties(pts[i : i + n], refs, k) for i in range(0, len(pts), n)]
 
-    def _ld(self, masked, refs: np.ndarray, k: int) -> np.ndarray:
-        return self._penalties(self._points(masked, rounded=True), refs, k)
+    def _ld_block_steps(self, faces_per_step: int) -> int:
+        """Steps whose Ld goes to the C++ batch in one call. A call streams the cascade's leaves
+        (65 MB) from memory once, whatever the batch up to ``LD_BLOCK_FACES`` faces, so a small
+        step's faces are gathered over several steps (K = 64, one image: 4 steps a call)."""
+        if self.backend != "cpp":
+            return 1
+        if self.cfg.landmark_block > 0:
+            return self.cfg.landmark_block
+        return max(1, LD_BLOCK_FACES // max(1, faces_per_step))
 
     def _penalties(self, pts: np.ndarray, refs: np.ndarray, k: int, margin: Optional[float] = None) -> np.ndarray:
         margin = self.cfg.landmark_margin_px if margin is None else margin
@@ -327,15 +358,28 @@ class LatentSearchInpainter:
         ld_trace = [] if (record_ld and self.landmark_count) else None
         every = cfg.landmark_every  # 0: Ld only for the final choice (same output: it never steers)
         step_ld = self.landmark_count and every > 0
+        # Ld of every evaluated step, gathered into blocks for the C++ batch: a value that never
+        # moves z, so when it is computed changes nothing but the time (a test checks ld_trace
+        # against Ld recomputed from the trajectory)
+        block = self._ld_block_steps(b * k)
+        last_ld = (cfg.iters - 1) // every * every if step_ld else -1
+        pending: list[np.ndarray] = []
         g_steer = None
         for t in range(cfg.iters):
             gz = self.G(z)
             lc = contextual_loss(gz, y, w)
             lp = prior_loss(self.D(gz), cfg.prior_weight)
-            fut = None
+            fut, ld_now = None, []
             if step_ld and t % every == 0:
-                if self.backend == "cpp":  # the C++ batch runs GIL-free while torch does backward
-                    fut = self._pool.submit(self._ld_overlapped, gz.detach(), m, refs, k)
+                if self.backend == "cpp":
+                    pending.append(to_uint8_nhwc(damaged(gz.detach(), m)))
+                    if len(pending) == block or t == last_ld:
+                        faces = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                        pending = []
+                        if self.overlap:  # the C++ batch runs GIL-free while torch does backward
+                            fut = self._pool.submit(self._ld, faces, refs, k, cfg.overlap_threads)
+                        else:
+                            ld_now = self._ld(faces, refs, k)
                 else:
                     ld_now = self._ld(damaged(gz.detach(), m), refs, k)
             loss = (lc + lp).sum()
@@ -350,10 +394,9 @@ class LatentSearchInpainter:
             opt.step()
             with torch.no_grad():
                 z.clamp_(-1.0, 1.0)
-            if step_ld and t % every == 0:
-                ld_t = fut.result() if fut is not None else ld_now  # Ld of z_t: a value, it cannot move z
-                if ld_trace is not None:
-                    ld_trace.append(ld_t)
+            lds = fut.result() if fut is not None else ld_now  # Ld of z_t (and earlier): values, they cannot move z
+            if ld_trace is not None:
+                ld_trace.extend(lds)
             if traj is not None:
                 traj.append(z.detach().cpu().clone())
         with torch.no_grad():

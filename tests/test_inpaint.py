@@ -40,6 +40,33 @@ def test_si_and_si_ld_trajectories_identical(prior, faces):
     assert torch.equal(a.lc, b.lc)
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        dict(landmark_overlap="serial", landmark_block=1),
+        dict(landmark_overlap="serial", landmark_block=3),  # 10 steps: blocks of 3, 3, 3, 1
+        dict(landmark_overlap="overlap", landmark_block=4),
+        dict(landmark_overlap="overlap", landmark_block=1, landmark_every=3),
+        dict(),  # auto
+    ],
+)
+def test_ld_trace_is_ld_of_each_step(prior, faces, schedule):
+    """Whatever the schedule (gathered into blocks of steps, overlapped or not), ld_trace[i] is Ld
+    of the i-th evaluated step's z, recomputed here from the trajectory one step at a time."""
+    g, _, meta = prior
+    h = make_masks(MaskConfig("left"), 2)
+    inp = _inp(prior, method="si-ld", **schedule)
+    r = inp.inpaint(faces, h, record_trajectory=True, record_ld=True)
+    every = schedule.get("landmark_every", 1)
+    steps = list(range(0, 10, every))
+    assert r.ld_trace.shape == (len(steps), 8)
+    refs = inp._points(damaged(faces, h))
+    with torch.no_grad():
+        want = [inp._ld(damaged(g(r.trajectory[t]), h.repeat_interleave(4, 0)), refs, 4)[0] for t in steps]
+    np.testing.assert_array_equal(r.ld_trace, np.stack(want))
+    assert r.ld_trace.std(0).max() > 0  # Ld changes along the search: a misaligned step would show
+
+
 def test_loss_decreases_and_z_stays_clipped(prior, faces):
     h = make_masks(MaskConfig("left"), 2)
     short = _inp(prior, iters=1).inpaint(faces, h, record_trajectory=True)
