@@ -56,6 +56,9 @@ DLIB_SOURCES = (
 extra = ["-O3", "-ffp-contract=off", "-DNDEBUG", "-DDLIB_NO_GUI_SUPPORT"]
 if os.environ.get("FACEFILL_NATIVE") == "1":
     extra.append("-march=native")
+# The landmark batch's threads are OpenMP threads, from the same runtime as torch's where both
+# load libgomp.so.1 (Linux with GCC); elsewhere csrc/dispatch.cpp starts its own std::threads.
+openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
 def _say(msg: str) -> None:
@@ -226,7 +229,8 @@ ext = Pybind11Extension(
     sorted(glob("csrc/*.cpp")),
     depends=sorted(glob("csrc/*.h")),  # a header edit rebuilds (kernels_impl.h is the kernels)
     include_dirs=["csrc"],
-    extra_compile_args=extra,
+    extra_compile_args=extra + openmp,
+    extra_link_args=openmp,
     cxx_std=17,
 )
 

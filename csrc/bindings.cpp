@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -235,6 +236,32 @@ PYBIND11_MODULE(_landmarks, m) {
         },
         py::arg("images"),
         "dlib's frontal face detector per image: (boxes (N, 4) int64, found (N,) uint8).");
+
+    m.def(
+        "intensity_u8",
+        [](const F32Array& images, std::optional<F32Array> holes) {
+            if (images.ndim() != 4 || images.shape(1) != 3)
+                throw std::invalid_argument("images must be (N, 3, H, W) in [-1, 1], got " +
+                                            shape_str(images));
+            const long n = images.shape(0), h = images.shape(2), w = images.shape(3);
+            if (holes && (holes->ndim() != 4 || holes->shape(0) != n || holes->shape(1) != 1 ||
+                          holes->shape(2) != h || holes->shape(3) != w))
+                throw std::invalid_argument("holes must be (" + std::to_string(n) + ", 1, " +
+                                            std::to_string(h) + ", " + std::to_string(w) +
+                                            ") like the images, got " + shape_str(*holes));
+            py::array_t<uint8_t> out({n, h, w});
+            uint8_t* o = out.mutable_data();
+            const float* x = images.data();
+            const float* m = holes ? holes->data() : nullptr;
+            {
+                py::gil_scoped_release release;
+                facefill::intensity_u8(x, m, n, h * w, o);
+            }
+            return out;
+        },
+        py::arg("images"), py::arg("holes") = py::none(),
+        "dlib's grey intensity of float images in [-1, 1] (N, 3, H, W), hole pixels (holes > 0.5, "
+        "(N, 1, H, W)) as the damaged input's fill: uint8 (N, H, W).");
 
     m.def(
         "landmark_penalty",

@@ -6,10 +6,14 @@
 #include <exception>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
 #include <sched.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "landmarks.h"
 
@@ -148,35 +152,90 @@ void Team::barrier() {
     }
 }
 
+namespace {
+
+// Runs fn(team, rank) for one member, keeping the first error and telling the others to stop.
+void run_member(Team& team, int rank, const std::function<void(Team&, int)>& fn,
+                std::exception_ptr& first_error, std::mutex& error_mutex, std::atomic<bool>& failed) {
+    try {
+        fn(team, rank);
+    } catch (const Team::Aborted&) {
+        // another member failed; its exception is the one to report
+    } catch (...) {
+        {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!first_error) first_error = std::current_exception();
+        }
+        failed.store(true, std::memory_order_relaxed);
+    }
+}
+
+}  // namespace
+
 void run_team(int num_threads, long max_members, const std::function<void(Team&, int)>& fn) {
-    Team team(static_cast<int>(std::max(1L, std::min<long>(resolve_threads(num_threads), max_members))));
+    const int want = static_cast<int>(std::max(1L, std::min<long>(resolve_threads(num_threads), max_members)));
     std::exception_ptr first_error;
     std::mutex error_mutex;
-    const auto member = [&](int rank) {
-        try {
-            fn(team, rank);
-        } catch (const Team::Aborted&) {
-            // another member failed; its exception is the one to report
-        } catch (...) {
-            {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                if (!first_error) first_error = std::current_exception();
-            }
-            team.failed_.store(true, std::memory_order_relaxed);
+#ifdef _OPENMP
+    if (want > 1 && !omp_in_parallel()) {
+        // The members are OpenMP threads. In a process that runs torch they come from the same
+        // runtime and pool as torch's (libgomp.so.1 is loaded once), so the batch picks up
+        // torch's idle workers instead of competing with them, still spinning, for the cores
+        // (docs/performance.md). The team is as large as the runtime grants.
+        std::optional<Team> team;
+#pragma omp parallel num_threads(want)
+        {
+#pragma omp single
+            team.emplace(omp_get_num_threads());  // the single's barrier: every member sees it
+            run_member(*team, omp_get_thread_num(), fn, first_error, error_mutex, team->failed_);
         }
-    };
+        if (first_error) std::rethrow_exception(first_error);
+        return;
+    }
+#endif
+    Team team(want);
     std::vector<std::thread> threads;
     threads.reserve(static_cast<size_t>(team.size() - 1));
     try {
-        for (int rank = 1; rank < team.size(); ++rank) threads.emplace_back(member, rank);
+        for (int rank = 1; rank < team.size(); ++rank)
+            threads.emplace_back([&, rank] { run_member(team, rank, fn, first_error, error_mutex, team.failed_); });
     } catch (...) {  // no thread: the started members must not wait for it
         team.failed_.store(true, std::memory_order_relaxed);
         for (auto& t : threads) t.join();
         throw;
     }
-    member(0);
+    run_member(team, 0, fn, first_error, error_mutex, team.failed_);
     for (auto& t : threads) t.join();
     if (first_error) std::rethrow_exception(first_error);
+}
+
+namespace {
+
+// rint for 0 <= v <= 255 without SSE4.1's roundps: adding 2^23 leaves no fraction bits, so the
+// float addition itself rounds to an integer, half to even (the default rounding mode);
+// subtracting 2^23 is exact. The build has no -ffast-math, so the pair is not folded away.
+inline int channel_u8(float x) {
+    float v = (x + 1.0f) * 127.5f;
+    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    return static_cast<int>((v + 8388608.0f) - 8388608.0f);
+}
+
+}  // namespace
+
+void intensity_u8(const float* images, const float* holes, long n, long hw, uint8_t* out) {
+    const int fill = channel_u8(0.0f);
+    for (long i = 0; i < n; ++i) {
+        const float* r = images + i * 3 * hw;
+        const float* g = r + hw;
+        const float* b = g + hw;
+        const float* h = holes ? holes + i * hw : nullptr;
+        uint8_t* o = out + i * hw;
+        for (long p = 0; p < hw; ++p) {
+            const bool hole = h && h[p] > 0.5f;
+            const int sum = hole ? 3 * fill : channel_u8(r[p]) + channel_u8(g[p]) + channel_u8(b[p]);
+            o[p] = static_cast<uint8_t>(sum / 3);
+        }
+    }
 }
 
 void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,

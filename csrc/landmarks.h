@@ -154,6 +154,13 @@ class ShapeModel {
 
 // The thesis's landmark penalty (eq. 17-18): for each point, `step` when |x - x_ref| > margin
 // and another `step` when |y - y_ref| > margin. pred: (N, P, 2), ref: (P, 2); out: (N,).
+// dlib's grey intensity of the uint8 RGB form of float images in [-1, 1], (N, 3, H, W) planes:
+// per channel rint((x + 1) * 127.5) (half to even) clipped to [0, 255], as
+// facefill_core.imaging.to_uint8_nhwc; then (r + g + b) / 3 as dlib's get_pixel_intensity.
+// holes (N, H, W) or null: where > 0.5 the pixel is the damaged input's fill, x = 0 (128).
+// out: (N, H, W).
+void intensity_u8(const float* images, const float* holes, long n, long hw, uint8_t* out);
+
 void landmark_penalty(const float* pred, long n, long num_parts, const float* ref,
                       float margin_px, float step, double* out);
 

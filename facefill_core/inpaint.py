@@ -43,8 +43,8 @@ from torch import Tensor
 from facefill_core.adam import PortableAdam
 from facefill_core.blend import poisson_blend
 from facefill_core.config import InpaintConfig
-from facefill_core.imaging import check_inputs, composite, damaged, to_uint8_nhwc
-from facefill_core.landmarks import LandmarkPredictor, landmark_penalty
+from facefill_core.imaging import check_inputs, composite, damaged
+from facefill_core.landmarks import LandmarkPredictor, intensity_u8, landmark_penalty
 from facefill_core.landmarks_torch import TorchShapePredictor
 from facefill_core.losses import context_weights, contextual_loss, landmark_distance, prior_loss
 from facefill_core.methods import LATENT, LATENT_METHODS, METHODS
@@ -167,13 +167,16 @@ class LatentSearchInpainter:
                 p = self.tsp(x.to(self.device), box=self.box)
             p = torch.floor(p + 0.5) if rounded else p
             return p.cpu().numpy().astype(np.float32)
-        u8 = x if isinstance(x, np.ndarray) else to_uint8_nhwc(x)
+        u8 = x if isinstance(x, np.ndarray) else intensity_u8(x)  # grey: the same points as RGB
         return self.predictor.predict(u8, box=self.box, rounded=rounded, num_threads=num_threads)
 
     def _ld(self, x, refs: np.ndarray, k: int, num_threads: Optional[int] = None) -> list[np.ndarray]:
         """Ld of one or more steps' masked candidates ``x`` (a tensor of one step, or the uint8
         faces of several steps one after another, B*K each): one ``(B*K,)`` array per step."""
-        pts = self._points(x, rounded=True, num_threads=num_threads)
+        return self._step_penalties(self._points(x, rounded=True, num_threads=num_threads), refs, k)
+
+    def _step_penalties(self, pts: np.ndarray, refs: np.ndarray, k: int) -> list[np.ndarray]:
+        """Ld of consecutive steps' points (B*K each): one ``(B*K,)`` array per step."""
         n = len(refs) * k
         return [self._penalties(pts[i : i + n], refs, k) for i in range(0, len(pts), n)]
 
@@ -372,8 +375,8 @@ class LatentSearchInpainter:
             fut, ld_now = None, []
             if step_ld and t % every == 0:
                 if self.backend == "cpp":
-                    pending.append(to_uint8_nhwc(damaged(gz.detach(), m)))
-                    if len(pending) == block or t == last_ld:
+                    pending.append(intensity_u8(gz, m))  # = intensity of damaged(gz, m)
+                    if len(pending) == block and t != last_ld:  # the last block goes with the final choice
                         faces = pending[0] if len(pending) == 1 else np.concatenate(pending)
                         pending = []
                         if self.overlap:  # the C++ batch runs GIL-free while torch does backward
@@ -407,7 +410,17 @@ class LatentSearchInpainter:
             if self.steer_gradient is not None:
                 pts = self._points(self._steer_view(gz, y, m), rounded=False)
                 steer = torch.from_numpy(landmark_distance(np.repeat(steer_refs, k, axis=0), pts)).float().to(dev)
-            ld_points = self._points(damaged(gz, m)) if self.landmark_count else None
+            ld_points = None
+            if self.landmark_count:  # the final candidates' points, in one call with the last block
+                n = b * k
+                if pending:
+                    pts = self._points(np.concatenate([*pending, intensity_u8(gz, m)]))
+                    ld_points = pts[-n:]
+                    lds = self._step_penalties(pts[:-n], refs, k)
+                    if ld_trace is not None:
+                        ld_trace.extend(lds)
+                else:
+                    ld_points = self._points(damaged(gz, m))
         trajectory = torch.stack(traj) if traj is not None else None
         chosen = []
         for i, margin in enumerate(margins):

@@ -261,6 +261,29 @@ class LandmarkPredictor:
         return self._params
 
 
+def intensity_u8(images, holes=None) -> np.ndarray:
+    """Float images in [-1, 1] -> what the cascade reads from them: dlib's grey intensity
+    ``(r + g + b) // 3`` of :func:`to_uint8_nhwc`'s bytes, in one C++ pass (no uint8 RGB copy,
+    no transpose). The batch gives the same points for it as for the RGB image
+    (tests/test_landmarks_ext.py).
+
+    Args:
+        images: tensor or array ``(N, 3, H, W)`` in [-1, 1].
+        holes: ``(N, 1, H, W)``, 1 = missing, or None: hole pixels become the damaged input's
+            fill (0, intensity 128), i.e. ``intensity_u8(damaged(x, holes))`` without the copy.
+
+    Returns:
+        ``np.uint8 (N, H, W)``.
+    """
+    return _ext.intensity_u8(_f32(images), None if holes is None else _f32(holes))
+
+
+def _f32(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().to("cpu").float().contiguous().numpy()
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def _check_reference(reference, num_parts: int = NUM_POINTS) -> np.ndarray:
     ref = np.asarray(reference, dtype=np.float32)
     if ref.shape != (num_parts, 2):

@@ -65,6 +65,12 @@ def test_ld_trace_is_ld_of_each_step(prior, faces, schedule):
         want = [inp._ld(damaged(g(r.trajectory[t]), h.repeat_interleave(4, 0)), refs, 4)[0] for t in steps]
     np.testing.assert_array_equal(r.ld_trace, np.stack(want))
     assert r.ld_trace.std(0).max() > 0  # Ld changes along the search: a misaligned step would show
+    # the final choice's Ld (scored in one call with the last block) is Ld of the chosen final z
+    last = r.trajectory[-1]
+    chosen = [j * 4 + int((last[j * 4 : (j + 1) * 4] - r.z[j]).abs().sum(1).argmin()) for j in range(2)]
+    with torch.no_grad():
+        final = inp._ld(damaged(g(last), h.repeat_interleave(4, 0)), refs, 4)[0]
+    np.testing.assert_array_equal(r.ld.numpy(), final[chosen])
 
 
 def test_loss_decreases_and_z_stays_clipped(prior, faces):

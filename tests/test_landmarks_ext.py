@@ -258,6 +258,43 @@ def test_to_uint8_nhwc_tensor_and_array_paths_agree():
         to_uint8_nhwc(torch.zeros(2, 4, 8, 8))
 
 
+def test_intensity_input_gives_the_rgb_points(predictor):
+    """The search hands the C++ batch dlib's grey intensity, (r + g + b) // 3 of the uint8 RGB
+    image, instead of the RGB image: the points, rounded and not, are the same bits (colour
+    faces from the prior, so the three channels differ)."""
+    import torch
+
+    from facefill_core.config import MaskConfig
+    from facefill_core.imaging import damaged
+    from facefill_core.landmarks import intensity_u8
+    from facefill_core.masks import make_masks
+    from facefill_core.pretrained import load_dcgan
+
+    g, _, meta = load_dcgan()
+    with torch.no_grad():
+        x = g(torch.rand(32, g.z_dim, generator=torch.Generator().manual_seed(3)) * 2 - 1)
+    x[0, :, :2, :] = torch.tensor([-1.7, 1.3, 0.0]).view(3, 1, 1)  # out of range, clipped
+    rgb = to_uint8_nhwc(x)
+    gray = intensity_u8(x)
+    np.testing.assert_array_equal(gray, (rgb.astype(np.uint32).sum(-1) // 3).astype(np.uint8))
+    # the hole argument: the intensity of the damaged image, without building it
+    h = make_masks(MaskConfig("random"), 32)
+    want = to_uint8_nhwc(damaged(x, h)).astype(np.uint32).sum(-1) // 3
+    np.testing.assert_array_equal(intensity_u8(x, h), want.astype(np.uint8))
+    # exact half steps round to even, as numpy's rint does in to_uint8_nhwc
+    k = torch.arange(256, dtype=torch.float64)
+    halves = ((k + 0.5) / 127.5 - 1.0).float().view(-1, 1, 1, 1).expand(-1, 3, 8, 8).contiguous()
+    np.testing.assert_array_equal(intensity_u8(halves), to_uint8_nhwc(halves)[..., 0])
+    with pytest.raises(ValueError, match=r"holes must be \(32, 1, 64, 64\)"):
+        intensity_u8(x, h[:, :, :32])
+    assert np.abs(rgb[..., 0].astype(int) - rgb[..., 2]).max() > 50  # really colour
+    for rounded in (True, False):
+        np.testing.assert_array_equal(
+            predictor.predict(gray, box=meta["box"], rounded=rounded),
+            predictor.predict(rgb, box=meta["box"], rounded=rounded),
+        )
+
+
 def test_nme_closed_form():
     ref = np.zeros((1, 68, 2))
     ref[0, 45, 0] = 10.0  # outer eye corners 10 px apart
