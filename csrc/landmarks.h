@@ -75,6 +75,9 @@ class Team {
 // Runs fn(team, rank) for rank = 0 .. members - 1, rank 0 on the calling thread; members =
 // min(num_threads (<= 0: the CPUs this process may use), max_members): a member has barriers to
 // pass even with no work. The first exception thrown by a member is rethrown after all joined.
+// Built with OpenMP (Linux), the members are an OpenMP team: in a process with torch, torch's
+// own thread pool, so the batch does not compete with torch's spinning workers for the cores;
+// the team is as large as the runtime grants. Otherwise std::threads.
 void run_team(int num_threads, long max_members, const std::function<void(Team&, int)>& fn);
 
 

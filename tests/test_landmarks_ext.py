@@ -285,6 +285,13 @@ def test_intensity_input_gives_the_rgb_points(predictor):
     k = torch.arange(256, dtype=torch.float64)
     halves = ((k + 0.5) / 127.5 - 1.0).float().view(-1, 1, 1, 1).expand(-1, 3, 8, 8).contiguous()
     np.testing.assert_array_equal(intensity_u8(halves), to_uint8_nhwc(halves)[..., 0])
+    # every channel sum 0..765 once: (r + g + b) // 3 as dlib's integer division
+    total = np.arange(766)
+    r = np.minimum(total, 255)
+    g = np.minimum(total - r, 255)
+    rgb_sum = np.stack([r, g, total - r - g]).reshape(1, 3, 1, 766)
+    as_float = torch.from_numpy((rgb_sum / 127.5 - 1.0).astype(np.float32))
+    np.testing.assert_array_equal(intensity_u8(as_float)[0, 0], total // 3)
     with pytest.raises(ValueError, match=r"holes must be \(32, 1, 64, 64\)"):
         intensity_u8(x, h[:, :, :32])
     assert np.abs(rgb[..., 0].astype(int) - rgb[..., 2]).max() > 50  # really colour
