@@ -8,9 +8,10 @@ Methods (``InpaintConfig.method``):
   the *masked* candidate that are more than 3 px from those of the damaged input (+0.5 each).
   Ld is piecewise constant in z, so its gradient is zero almost everywhere: the z trajectories
   are identical to ``si`` (a test checks this bit for bit). Ld changes only which candidate has
-  the lowest final loss. It is evaluated every step, as in the thesis, by the C++
-  batch: on its own thread overlapping torch's backward pass where a core is free, else before
-  the backward on every core (``InpaintConfig.landmark_overlap``).
+  the lowest final loss. It is evaluated on every step's candidates, as in the thesis, by the
+  C++ batch, several steps' candidates per call (``InpaintConfig.landmark_block``): on its own
+  thread overlapping torch's backward pass where a core is free, else before the backward on
+  every core (``InpaintConfig.landmark_overlap``).
 * ``si-ld+``: adds ``mu * E(z)``, E the mean distance in pixels between dlib's (unrounded)
   points on each candidate's composite (known pixels of y, hole of G(z): what the output will
   be) and a reference. The reference is the *consensus* of many looks: per image, the median over
@@ -161,7 +162,8 @@ class LatentSearchInpainter:
 
     # -- landmarks ------------------------------------------------------------------------
     def _points(self, x, rounded: bool = True, num_threads: Optional[int] = None) -> np.ndarray:
-        """Landmarks of ``x`` (a tensor, or uint8 NHWC for the C++ path) with the backend."""
+        """Landmarks of ``x`` (a tensor; or, on the C++ path, uint8 RGB ``(N, H, W, 3)`` or
+        intensity ``(N, H, W)`` images) with the backend."""
         if self.backend == "torch":
             with torch.no_grad():
                 p = self.tsp(x.to(self.device), box=self.box)
@@ -172,7 +174,8 @@ class LatentSearchInpainter:
 
     def _ld(self, x, refs: np.ndarray, k: int, num_threads: Optional[int] = None) -> list[np.ndarray]:
         """Ld of one or more steps' masked candidates ``x`` (a tensor of one step, or the uint8
-        faces of several steps one after another, B*K each): one ``(B*K,)`` array per step."""
+        intensity images of several steps one after another, B*K each): one ``(B*K,)`` array
+        per step."""
         return self._step_penalties(self._points(x, rounded=True, num_threads=num_threads), refs, k)
 
     def _step_penalties(self, pts: np.ndarray, refs: np.ndarray, k: int) -> list[np.ndarray]:
