@@ -264,6 +264,33 @@ PYBIND11_MODULE(_landmarks, m) {
         "(N, 1, H, W)) as the damaged input's fill: uint8 (N, H, W).");
 
     m.def(
+        "_similarity_transform",
+        [](const F32Array& from, const F32Array& to, bool dlib_own) {
+            if (from.ndim() != 2 || from.shape(1) != 2 || to.ndim() != 2 || to.shape(1) != 2 ||
+                to.shape(0) != from.shape(0) || from.shape(0) < 2)
+                throw std::invalid_argument("from and to must be (P, 2) with the same P >= 2, got " +
+                                            shape_str(from) + " and " + shape_str(to));
+            const long n = from.shape(0);
+            std::vector<dlib::vector<float, 2>> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+            for (long i = 0; i < n; ++i) {
+                a[static_cast<size_t>(i)] = dlib::vector<float, 2>(from.at(i, 0), from.at(i, 1));
+                b[static_cast<size_t>(i)] = dlib::vector<float, 2>(to.at(i, 0), to.at(i, 1));
+            }
+            const dlib::point_transform_affine t = facefill::similarity_transform_for_tests(a, b, dlib_own);
+            py::array_t<double> out({2L, 3L});
+            auto o = out.mutable_unchecked<2>();
+            for (long r = 0; r < 2; ++r) {
+                o(r, 0) = t.get_m()(r, 0);
+                o(r, 1) = t.get_m()(r, 1);
+                o(r, 2) = t.get_b()(r);
+            }
+            return out;
+        },
+        py::arg("from_points"), py::arg("to_points"), py::arg("dlib_own") = false,
+        "For tests: the batch's similarity transform between two (P, 2) point sets, or dlib's "
+        "find_similarity_transform (dlib_own=True), as a (2, 3) [M | b] float64 array.");
+
+    m.def(
         "landmark_penalty",
         [](const F32Array& pred, const F32Array& ref, float margin_px, float step) {
             if (pred.ndim() != 3 || pred.shape(2) != 2)

@@ -222,23 +222,20 @@ inline float channel_value(float x) {
     return (v + 8388608.0f) - 8388608.0f;
 }
 
-// One image's plane of intensities; restrict lets the loop vectorize (uint8_t may alias floats).
-// (r + g + b) // 3 for sums 0..765 is exact in float (every sum is checked in the tests); a
-// hole pixel's sum is v + 1 * (fill - v) = fill exactly (integers).
+// One image's plane of intensities; restrict lets the loops vectorize (uint8_t may alias
+// floats). (r + g + b) // 3 for sums 0..765 is exact in float (every sum is checked in the
+// tests); a hole pixel is then set to the fill's intensity in a second pass (a select inside
+// the first loop kept it from vectorizing: 2.5x the time).
 void intensity_plane(const float* __restrict r, const float* __restrict g, const float* __restrict b,
                      const float* __restrict h, float fill, long hw, uint8_t* __restrict o) {
     const float third = 1.0f / 3.0f;
+    for (long p = 0; p < hw; ++p) {
+        const float v = channel_value(r[p]) + channel_value(g[p]) + channel_value(b[p]);
+        o[p] = static_cast<uint8_t>(static_cast<int>(v * third));
+    }
     if (h) {
-        for (long p = 0; p < hw; ++p) {
-            const float v = channel_value(r[p]) + channel_value(g[p]) + channel_value(b[p]);
-            const float missing = static_cast<float>(h[p] > 0.5f);
-            o[p] = static_cast<uint8_t>(static_cast<int>((v + missing * (fill - v)) * third));
-        }
-    } else {
-        for (long p = 0; p < hw; ++p) {
-            const float v = channel_value(r[p]) + channel_value(g[p]) + channel_value(b[p]);
-            o[p] = static_cast<uint8_t>(static_cast<int>(v * third));
-        }
+        const uint8_t filled = static_cast<uint8_t>(static_cast<int>(fill * third));
+        for (long p = 0; p < hw; ++p) o[p] = h[p] > 0.5f ? filled : o[p];
     }
 }
 

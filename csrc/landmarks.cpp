@@ -1,6 +1,7 @@
 #include "landmarks.h"
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 #include <dlib/image_processing/frontal_face_detector.h>
@@ -72,6 +73,95 @@ Range share(long total, int members, int rank, long align) {
             std::min(total, groups * (rank + 1) / members * align)};
 }
 
+#ifdef DLIB_USE_LAPACK
+// dlib's svd(cov, u, d, v) of a 2 x 2 matrix where dlib uses LAPACK (Debian's dlib does):
+// svd3 -> svd4(SVD_SKINNY_U) -> lapack::gesvd('S', 'A') on a row-major copy, which calls
+// dgesvd('A', 'S') on its transpose twice: a workspace query, then the decomposition with a
+// workspace of the queried size. The query's answer depends only on the sizes, so it is asked
+// once; the decomposition is the same call with the same arguments, hence the same bits. Half
+// of dlib's LAPACK calls and all of its heap allocations go (they were about a sixth of a
+// face's time).
+dlib::lapack::integer gesvd_2x2_lwork() {
+    static const dlib::lapack::integer lwork = [] {
+        double a[4] = {1, 0, 0, 1}, s[2], u[4], vt[4], size = 1;
+        dlib::lapack::binding::gesvd('A', 'S', 2, 2, a, 2, s, u, 2, vt, 2, &size, -1);
+        return static_cast<dlib::lapack::integer>(static_cast<long>(size));
+    }();
+    return lwork;
+}
+
+void svd_2x2(const dlib::matrix<double, 2, 2>& cov, dlib::matrix<double, 2, 2>& u,
+             dlib::matrix<double, 2, 2>& d, dlib::matrix<double, 2, 2>& v) {
+    const dlib::lapack::integer lwork = gesvd_2x2_lwork();
+    thread_local std::vector<double> work;
+    if (work.size() < static_cast<size_t>(lwork)) work.resize(static_cast<size_t>(lwork));
+    double a[4] = {cov(0, 0), cov(0, 1), cov(1, 0), cov(1, 1)};  // the copy's row-major memory
+    double s[2] = {0, 0}, ul[4] = {0, 0, 0, 0}, vtl[4] = {0, 0, 0, 0};
+    dlib::lapack::binding::gesvd('A', 'S', 2, 2, a, 2, s, ul, 2, vtl, 2, work.data(), lwork);
+    for (long r = 0; r < 2; ++r)
+        for (long c = 0; c < 2; ++c) {
+            u(r, c) = vtl[2 * r + c];  // dlib's u holds LAPACK's VT, row-major
+            v(r, c) = ul[2 * c + r];   // v = trans(vtemp), vtemp holding LAPACK's U
+            d(r, c) = r == c ? s[r] : 0.0;
+        }
+}
+
+// dlib's find_similarity_transform (geometry/point_transforms.h, Umeyama's equations 34 to 43)
+// line for line, with svd_2x2 for its svd call.
+dlib::point_transform_affine similarity_transform(const std::vector<dlib::vector<float, 2>>& from_points,
+                                                  const std::vector<dlib::vector<float, 2>>& to_points) {
+    using dlib::matrix;
+    dlib::vector<double, 2> mean_from, mean_to;
+    double sigma_from = 0, sigma_to = 0;
+    matrix<double, 2, 2> cov;
+    cov = 0;
+    for (unsigned long i = 0; i < from_points.size(); ++i) {
+        mean_from += from_points[i];
+        mean_to += to_points[i];
+    }
+    mean_from /= from_points.size();
+    mean_to /= from_points.size();
+    for (unsigned long i = 0; i < from_points.size(); ++i) {
+        sigma_from += dlib::length_squared(from_points[i] - mean_from);
+        sigma_to += dlib::length_squared(to_points[i] - mean_to);
+        cov += (to_points[i] - mean_to) * dlib::trans(from_points[i] - mean_from);
+    }
+    sigma_from /= from_points.size();
+    sigma_to /= from_points.size();
+    cov /= from_points.size();
+    matrix<double, 2, 2> u, v, s, d;
+    svd_2x2(cov, u, d, v);
+    s = dlib::identity_matrix(cov);
+    if (dlib::det(cov) < 0 || (dlib::det(cov) == 0 && dlib::det(u) * dlib::det(v) < 0)) {
+        if (d(1, 1) < d(0, 0))
+            s(1, 1) = -1;
+        else
+            s(0, 0) = -1;
+    }
+    matrix<double, 2, 2> r = u * s * dlib::trans(v);
+    double c = 1;
+    if (sigma_from != 0) c = 1.0 / sigma_from * dlib::trace(d * s);
+    dlib::vector<double, 2> t = mean_to - c * r * mean_from;
+    return dlib::point_transform_affine(c * r, t);
+}
+#else
+dlib::point_transform_affine similarity_transform(const std::vector<dlib::vector<float, 2>>& from_points,
+                                                  const std::vector<dlib::vector<float, 2>>& to_points) {
+    return dlib::find_similarity_transform(from_points, to_points);  // dlib's own 2 x 2 SVD
+}
+#endif
+
+}  // namespace
+
+dlib::point_transform_affine similarity_transform_for_tests(
+    const std::vector<dlib::vector<float, 2>>& from_points,
+    const std::vector<dlib::vector<float, 2>>& to_points, bool dlib_own) {
+    return dlib_own ? dlib::find_similarity_transform(from_points, to_points)
+                    : similarity_transform(from_points, to_points);
+}
+
+namespace {
+
 // dlib's find_tform_between_shapes(reference_shape, current_shape) (identity for a single
 // point), with the point buffers kept by the caller.
 dlib::point_transform_affine shape_tform(const float* shape, long parts,
@@ -80,7 +170,7 @@ dlib::point_transform_affine shape_tform(const float* shape, long parts,
     if (parts <= 1) return dlib::point_transform_affine();
     for (long p = 0; p < parts; ++p)
         to_points[static_cast<size_t>(p)] = dlib::vector<float, 2>(shape[2 * p], shape[2 * p + 1]);
-    return dlib::find_similarity_transform(from_points, to_points);
+    return similarity_transform(from_points, to_points);
 }
 
 // The feature pixels of one image at one cascade level: dlib's extract_feature_pixel_values
@@ -102,9 +192,17 @@ void feature_pixels(const Kernels& kernels, const RawImage<Pixel>& img,
     map.cols = static_cast<double>(img.cols), map.rows = static_cast<double>(img.rows);
     const FeatureView fv = cas.feature_view();
     kernels.pixels(fv, map, shape, xs, ys);
-    const Pixel* pix = reinterpret_cast<const Pixel*>(img.data);
-    for (long i = 0; i < fv.num; ++i)
-        out[i * out_stride] = xs[i] < 0 ? 0 : dlib::get_pixel_intensity(pix[ys[i] * img.cols + xs[i]]);
+    // Locals and a branch-free read (an outside feature, x = -1 and y = 0, reads pixel 0 and
+    // keeps 0): the stores cannot alias the image's size, and no branch mispredicts.
+    const Pixel* __restrict pix = reinterpret_cast<const Pixel*>(img.data);
+    const int32_t* __restrict x = xs;
+    const int32_t* __restrict y = ys;
+    const long cols = img.cols, num = fv.num;
+    for (long i = 0; i < num; ++i) {
+        const long at = static_cast<long>(y[i]) * cols + x[i];
+        const float v = dlib::get_pixel_intensity(pix[at < 0 ? 0 : at]);
+        out[i * out_stride] = x[i] < 0 ? 0.0f : v;
+    }
 }
 
 // dlib's tree walk (regression_tree::operator()).
@@ -152,6 +250,11 @@ void ShapeModel::predict_member(const ImageBatch& images, const std::vector<Box>
     std::vector<RawImage<Pixel>> views;
     std::vector<dlib::point_transform_affine> to_img;
     const Range coords = share(dim, members, rank, kLeafAlign);
+    // dlib recomputes the box's transform for every image (a 3 x 3 pseudo-inverse through
+    // LAPACK, about 10 us: 15% of a face's time when every face shares one box); the same
+    // function of the same box gives the same transform, so a shared box's is computed once.
+    std::optional<dlib::point_transform_affine> shared_to_img;
+    if (boxes.size() == 1) shared_to_img = dlib::impl::unnormalizing_tform(to_rect(boxes, 0));
     for (long c = 0; c < buf.chunks; ++c) {
         const long begin = images.n * c / buf.chunks, end = images.n * (c + 1) / buf.chunks;
         const long n = end - begin;
@@ -170,7 +273,8 @@ void ShapeModel::predict_member(const ImageBatch& images, const std::vector<Box>
         to_img.clear();
         for (long b = own.begin; b < own.end; ++b) {
             views.push_back(image_at<Pixel>(images, begin + b));
-            to_img.push_back(dlib::impl::unnormalizing_tform(to_rect(boxes, begin + b)));
+            to_img.push_back(shared_to_img ? *shared_to_img
+                                           : dlib::impl::unnormalizing_tform(to_rect(boxes, begin + b)));
             std::copy(initial_shape_.begin(), initial_shape_.end(), batch.shapes + b * stride);
         }
         for (size_t level = 0; level < cascades_.size(); ++level) {

@@ -171,6 +171,12 @@ void landmark_penalty(const float* pred, long n, long num_parts, const float* re
 // out: (N, 4) boxes (left, top, right, bottom) of the largest detection; found[i] = 0 when none.
 void detect_faces(const ImageBatch& images, long* out, uint8_t* found);
 
+// The similarity transform the batch computes between two point sets (dlib_own = false) or
+// dlib's find_similarity_transform (true); for the bit-for-bit test of the two.
+dlib::point_transform_affine similarity_transform_for_tests(
+    const std::vector<dlib::vector<float, 2>>& from_points,
+    const std::vector<dlib::vector<float, 2>>& to_points, bool dlib_own);
+
 // Runs fn(begin, end) over [0, n) split in contiguous chunks on up to num_threads threads.
 // The first exception thrown by a worker is rethrown after all threads joined.
 void parallel_for(long n, int num_threads, const std::function<void(long, long)>& fn);

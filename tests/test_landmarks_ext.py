@@ -111,6 +111,32 @@ def test_batches_longer_than_one_pass(real_faces):
     assert got.tobytes() == ref.tobytes()
 
 
+def test_similarity_transform_bit_identical_to_dlib():
+    # The batch's shape-to-shape transform makes dlib's LAPACK call once per face and level
+    # (dlib asks LAPACK for the workspace size each time first); a bit of difference here
+    # moves feature pixels. Sets of 2 to 68 points: scaled and shifted, mirrored (negative
+    # determinant), all one point (zero covariance), collinear, nearly equal, unrelated.
+    from facefill_core import _landmarks as ext
+
+    rng = np.random.default_rng(3)
+    for i in range(1400):
+        a = rng.normal(size=((68, 2, 3, 5)[i % 4], 2)).astype(np.float32)
+        b = [
+            lambda: a * rng.uniform(0.5, 2) + rng.normal(size=2),
+            lambda: a[:, ::-1],
+            lambda: np.zeros_like(a),
+            lambda: np.outer(rng.normal(size=len(a)), [1, 2]),
+            lambda: a + 1e-3 * rng.normal(size=a.shape),
+            lambda: 100 * rng.normal(size=a.shape),
+            lambda: a,
+        ][i % 7]()
+        b = np.ascontiguousarray(b, np.float32)
+        ours, dlibs = ext._similarity_transform(a, b), ext._similarity_transform(a, b, dlib_own=True)
+        assert ours.tobytes() == dlibs.tobytes(), (i, ours, dlibs)
+    with pytest.raises(ValueError, match="same P >= 2"):
+        ext._similarity_transform(np.zeros((3, 2), np.float32), np.zeros((4, 2), np.float32))
+
+
 def test_available_isas_follow_the_cpu():
     isas = available_isas()
     assert isas[-1] == "sse2" and isas == sorted(isas, key=["avx512", "avx2", "sse2"].index)

@@ -1,11 +1,12 @@
 """Latent-search step time at K = 64 (one image, centre mask) for si, si-ld, si-ld+, and wall
 time per image-mask at the quick preset. Target: si-ld step <= 1.10 x si step (ratio of minima,
 one run, si's rounds interleaved with si-ld's; docs/performance.md has the figures per machine),
-asserted as a floor. The paper preset
+asserted as a floor (minima of 10 interleaved rounds). The paper preset
 (64 x 1000) is reported as 1000 x the measured step time."""
 
 import functools
 import os
+import statistics
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from facefill_core.masks import make_masks
 from facefill_core.pretrained import load_dcgan
 
 STEPS = 20
+ROUNDS_RATIO = 10  # interleaved si / si-ld rounds behind the ratio
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +69,16 @@ def test_step_time(benchmark, setup, method, ratios):
             paired.append(time.perf_counter() - t)
             fn()
 
-    r = benchmark.pedantic(fn, rounds=5, warmup_rounds=1, setup=before_round)
+    # si-ld's rounds are the ratio's: more of them, since on a shared 2-core VM the speed of a
+    # round moved by up to +-10 % (minima of 5 rounds missed the quiet state at times).
+    r = benchmark.pedantic(fn, rounds=ROUNDS_RATIO if before_round else 5, warmup_rounds=1, setup=before_round)
     assert torch.isfinite(r.completed).all()
     ratios[f"step_{method}"] = benchmark.stats.stats.min / STEPS
     if paired:
         ratios["step_si_paired"] = min(paired) / STEPS
+        # the warm-up round's si is not paired with a timed si-ld round
+        timed = benchmark.stats.stats.data
+        ratios["step_ratio_paired_median"] = statistics.median(b / a for a, b in zip(paired[-len(timed) :], timed))
 
 
 @pytest.mark.benchmark(group="image-mask-wall")
@@ -91,7 +98,8 @@ def test_z_step_ratio(ratios):
     r = ratios["step_si-ld"] / si
     print(
         f"\nstep K=64: si {ratios['step_si'] * 1e3:.1f} ms (interleaved with si-ld: {si * 1e3:.1f} ms), "
-        f"si-ld {ratios['step_si-ld'] * 1e3:.1f} ms ({r:.2f}x), "
+        f"si-ld {ratios['step_si-ld'] * 1e3:.1f} ms ({r:.3f}x; median of the rounds' paired ratios "
+        f"{ratios.get('step_ratio_paired_median', float('nan')):.3f}x), "
         f"si-ld+ {ratios['step_si-ld+'] * 1e3:.1f} ms; "
         f"paper preset per image-mask ~ {ratios['step_si-ld'] * 1000:.0f} s"
     )
