@@ -119,17 +119,23 @@ def test_similarity_transform_bit_identical_to_dlib():
     from facefill_core import _landmarks as ext
 
     rng = np.random.default_rng(3)
+
+    def partner(a, kind):
+        if kind == 0:
+            return a * rng.uniform(0.5, 2) + rng.normal(size=2)
+        if kind == 1:
+            return a[:, ::-1]
+        if kind == 2:
+            return np.zeros_like(a)
+        if kind == 3:
+            return np.outer(rng.normal(size=len(a)), [1, 2])
+        if kind == 4:
+            return a + 1e-3 * rng.normal(size=a.shape)
+        return 100 * rng.normal(size=a.shape) if kind == 5 else a
+
     for i in range(1400):
         a = rng.normal(size=((68, 2, 3, 5)[i % 4], 2)).astype(np.float32)
-        b = [
-            lambda: a * rng.uniform(0.5, 2) + rng.normal(size=2),
-            lambda: a[:, ::-1],
-            lambda: np.zeros_like(a),
-            lambda: np.outer(rng.normal(size=len(a)), [1, 2]),
-            lambda: a + 1e-3 * rng.normal(size=a.shape),
-            lambda: 100 * rng.normal(size=a.shape),
-            lambda: a,
-        ][i % 7]()
+        b = partner(a, i % 7)
         b = np.ascontiguousarray(b, np.float32)
         ours, dlibs = ext._similarity_transform(a, b), ext._similarity_transform(a, b, dlib_own=True)
         assert ours.tobytes() == dlibs.tobytes(), (i, ours, dlibs)
