@@ -51,3 +51,25 @@ def test_cli_errors_one_line(tmp_path, capsys):
     assert (run / "paired_mean.md").exists()
     assert main([str(tmp_path / "none"), "mean", "si"]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_base_from_another_run(tmp_path, capsys):
+    # The same method in two runs (e.g. two priors): paired image by image across the runs.
+    a, b = tmp_path / "after", tmp_path / "before"
+    for d in (a, b):
+        d.mkdir()
+    before = [r for r in _recs() if r["method"] == "si-ld+"]
+    after = [dict(r, psnr=r["psnr"] + (0.5 if r["image_id"] != "i2" else -0.25)) for r in before]
+    (b / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in before))
+    (a / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in after))
+    assert main([str(a), "si-ld+", "si-ld+", "--base-run", str(b)]) == 0
+    text = (a / "paired_si-ld+@before.md").read_text()
+    # differences 0.5, 0.5, -0.25 over 3 images: mean 0.25, sd 0.4330, t(0.975, 2) = 4.3027
+    assert "| si-ld+ - si-ld+@before | +0.25 ± 1.08, 2/3 wins, 3 img x 2|2 seeds, includes 0" in text
+    capsys.readouterr()
+    assert main([str(a), "mean", "si-ld+", "--base-run", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {b} has no records of mean (has: si-ld+)\n"
+    assert main([str(a), "si-ld+", "si-ld+", "--base-run"]) == 2
+    assert main([str(a), "si-ld+", "si-ld+", "--base-run", str(tmp_path / "none")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err

@@ -1,6 +1,9 @@
-"""``python -m bench.paired RUN_DIR BASE METHOD [METHOD ...]``: paired differences (method -
-base) of PSNR, SSIM and NME per mask over images x seed replicates, with 95% Student-t
-intervals, from the records.
+"""``python -m bench.paired RUN_DIR BASE METHOD [METHOD ...] [--base-run OTHER_RUN]``: paired
+differences (method - base) of PSNR, SSIM and NME per mask over images x seed replicates, with
+95% Student-t intervals, from the records. With ``--base-run``, BASE's records come from
+OTHER_RUN (labelled ``BASE@OTHER_RUN``'s directory name), so one method can be paired with
+itself across two runs on the same images, masks and seeds: two priors (``--weights-dcgan``),
+two versions, two presets.
 
 Per image, each side's value is its mean over that image's seed replicates (a deterministic
 method has one); the difference of the two is taken on the same image and mask, and the interval
@@ -85,27 +88,57 @@ def paired_table(records: list[dict], base: str, methods: list[str]) -> str:
     return "\n".join(out)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 3:
-        print("error: usage: python -m bench.paired RUN_DIR BASE METHOD [METHOD ...]", file=sys.stderr)
-        return 2
-    run_dir, base, methods = argv[0], argv[1], argv[2:]
+def _load(run_dir: str) -> "list[dict] | str":
+    """The run's records, or the one-line error."""
     if not os.path.isdir(run_dir):
-        print(f"error: {run_dir} is not a run directory", file=sys.stderr)
-        return 2
+        return f"error: {run_dir} is not a run directory"
     try:
-        records = load_records(run_dir)
+        return load_records(run_dir)
     except (OSError, ValueError, KeyError) as e:
-        print(f"error: {run_dir}: records cannot be read ({type(e).__name__}: {e})", file=sys.stderr)
-        return 2
+        return f"error: {run_dir}: records cannot be read ({type(e).__name__}: {e})"
+
+
+def _missing(run_dir: str, records: list[dict], wanted: list[str]) -> Optional[str]:
     present = {r["method"] for r in records}
-    missing = [m for m in [base, *methods] if m not in present]
+    missing = [m for m in wanted if m not in present]
     if missing:
+        return f"error: {run_dir} has no records of {', '.join(missing)} (has: {', '.join(sorted(present))})"
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    base_run = None
+    if "--base-run" in argv:
+        i = argv.index("--base-run")
+        if i + 1 >= len(argv):
+            print("error: --base-run needs a run directory", file=sys.stderr)
+            return 2
+        base_run = argv[i + 1]
+        del argv[i : i + 2]
+    if len(argv) < 3:
         print(
-            f"error: {run_dir} has no records of {', '.join(missing)} (has: {', '.join(sorted(present))})",
+            "error: usage: python -m bench.paired RUN_DIR BASE METHOD [METHOD ...] [--base-run OTHER_RUN]",
             file=sys.stderr,
         )
+        return 2
+    run_dir, base, methods = argv[0], argv[1], argv[2:]
+    records = _load(run_dir)
+    if isinstance(records, str):
+        print(records, file=sys.stderr)
+        return 2
+    err = _missing(run_dir, records, methods if base_run else [base, *methods])
+    if err is None and base_run is not None:
+        other = _load(base_run)
+        if isinstance(other, str):
+            print(other, file=sys.stderr)
+            return 2
+        err = _missing(base_run, other, [base])
+        label = f"{base}@{os.path.basename(os.path.normpath(base_run))}"
+        records = records + [dict(r, method=label) for r in other if r["method"] == base]
+        base = label
+    if err:
+        print(err, file=sys.stderr)
         return 2
     text = paired_table(records, base, methods)
     with open(os.path.join(run_dir, f"paired_{base}.md"), "w") as f:
