@@ -106,24 +106,31 @@ def test_known_pixels_exact_and_range(prior, faces):
     assert r.completed.min() >= -1 and r.completed.max() <= 1
 
 
-def test_recovers_face_rendered_by_prior(prior):
-    """A face the prior can render exactly: latent search must beat mean-colour fill by a wide
-    margin. Measured with the shipped G at these settings (K=8, 150 steps, lr 0.03): si 33.5 dB,
-    mean fill 21.9 dB. Asserted: at least 6 dB better (about half the measured margin), so a
-    broken loss, optimiser or composite fails while float noise across machines does not."""
+def test_recovers_faces_rendered_by_prior(prior):
+    """Faces the prior can render exactly: latent search must beat mean-colour fill by a wide
+    margin. Six faces (z seeds 0-5), centre hole, K=8, 150 steps, lr 0.03. Measured with the
+    shipped G: margins over mean fill 17.0, 4.0, 3.8, 5.6, 3.4, 13.5 dB (mean 7.9); how fast a
+    face is found varies from face to face (at 600 steps every margin is 6 dB or more), so the
+    test asserts over the six, not on one. Without the search's steps (1 step) the margins are
+    7.6, -3.4, -1.3, 0.7, -0.8, -0.5 (mean 0.4); at a tenth of the step size, mean 5.3.
+    A single face's margin also depends on its candidates' starting points (face 3 searched
+    alone, as image 0: 3.6 dB). Asserted: mean margin at least 4 dB (about half the measured one)
+    and every face above mean fill, so a broken loss, optimiser or composite fails while the
+    luck of one face's start, or float noise across machines, does not."""
     g, d, meta = prior
-    z_true = torch.rand(1, g.z_dim, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    n = 6
+    gens = [torch.Generator().manual_seed(s) for s in range(n)]
+    z_true = torch.cat([torch.rand(1, g.z_dim, generator=gen) * 2 - 1 for gen in gens])
     with torch.no_grad():
         x = g(z_true)
-    h = make_masks(MaskConfig("centre"), 1)
+    h = make_masks(MaskConfig("centre"), n)
     r = LatentSearchInpainter(
         g, d, InpaintConfig(candidates=8, iters=150, lr=0.03), box=meta["box"], device="cpu"
     ).inpaint(x, h)
     from facefill_core.baselines import mean_fill
 
-    p_si = psnr(to_unit_range(r.completed), to_unit_range(x))[0]
-    p_mean = psnr(to_unit_range(mean_fill(x, h)), to_unit_range(x))[0]
-    assert p_si > p_mean + 6.0, (p_si, p_mean)
+    margin = psnr(to_unit_range(r.completed), to_unit_range(x)) - psnr(to_unit_range(mean_fill(x, h)), to_unit_range(x))
+    assert margin.mean() >= 4.0 and (margin > 0).all(), margin
 
 
 def test_poisson_keeps_known_exact(prior, faces):
@@ -193,9 +200,10 @@ def test_si_ldsoft_steers_with_exact_gradients(prior, faces):
 # points on the steering view to the reference. Measured here with a fixed reference (the damaged
 # input's points) and the whole G(z) as the view, where E can move in a short run, and mu = 50 so
 # that the steering, not Lc, leads Adam's step: the same seeds and 12 steps. Mean E over the 8
-# candidates of test image 0, seeds 0/1/2: si 3.00/3.01/2.85 px, si-ld+ 2.48/2.31/2.44, si-ldsoft
-# 2.11/2.23/1.94 (image 1 lower too in every seed). Flipping the steering's sign or switching it off
-# fails.
+# candidates of test image 0, seeds 0/1/2: si 2.56/2.52/2.69 px, si-ld+ 2.07/1.81/2.22, si-ldsoft
+# 1.91/1.70/1.87 (image 1 lower too in every seed: si 3.63/3.50/3.06, si-ld+ 2.81/2.75/2.56,
+# si-ldsoft 2.45/2.54/1.98). With the steering's sign flipped (weight -50, seed 0): si-ld+ 3.50,
+# si-ldsoft 4.64, and switched off it equals si: both fail.
 STEER = dict(
     candidates=8,
     iters=12,
@@ -237,14 +245,14 @@ def test_steering_lowers_the_landmark_distance(prior, faces, steer_si, method):
     h, e_si = steer_si
     r = _inp(prior, method=method, **STEER).inpaint(faces[:1], h, record_trajectory=True)
     e = _final_e(prior, faces[:1], h, r)
-    assert e[0] < e_si[0] - 0.2, (method, e, e_si)  # measured 0.41-0.70 (si-ld+), 0.78-0.91 px lower
+    assert e[0] < e_si[0] - 0.2, (method, e, e_si)  # measured 0.47-0.71 (si-ld+), 0.65-0.82 px lower
 
 
 def test_antithetic_estimate_points_uphill(prior, faces):
     """si-ld+'s zeroth-order estimate g of dE/dz agrees in direction with a finite difference of
     the hard cascade's E: E(z + h g/|g|) > E(z - h g/|g|), h = 0.1 (E is piecewise constant at
-    small scales). Measured on these 8 candidates: the difference quotient is positive on all 8
-    (0.3 to 3.1 px per unit of z, mean 1.1); a random direction's is positive on half."""
+    small scales). Measured on these 8 candidates: the difference quotient is positive on 7 of 8
+    (-0.09 to 1.87 px per unit of z, mean 0.68); a random direction's is positive on 3 of 8."""
     from facefill_core.imaging import damaged
     from facefill_core.losses import landmark_distance
 
