@@ -14,10 +14,13 @@ LATENT_PSNR_TOL = 0.5  # dB, per image, when the winning candidate differs
 LATENT_SAME_PSNR_TOL = 0.05  # dB, per image, same winning candidate: the same z up to float error
 FF_PSNR_TOL, FF_SSIM_TOL = 1e-3, 1e-4  # feed-forward nets: float tolerance
 # px, torch cascade vs C++ per coordinate on the battery's faces (drawn from the DCGAN prior), near
-# the error measured by the CPU half on the 2-core AVX2 machine: mean 0.0028-0.0092, 99th percentile
-# 0.074-0.22, max 0.46-0.90 (a point whose tree leaf differs where a feature sits on a threshold;
-# tests/test_landmarks_torch.py bounds its own faces at 0.006 / 0.12 / 0.6)
-LANDMARK_MEAN_TOL, LANDMARK_P99_TOL, LANDMARK_MAX_TOL = 0.015, 0.3, 1.2
+# the error measured on CPU: mean 0.0028-0.0092, 99th percentile 0.062-0.22 px. The max is a tail
+# statistic of the faces drawn: where a feature sits on a threshold a tree leaf differs, and on an
+# early cascade level that moves every point of that face; over six draws of 256 faces from the
+# shipped prior (2-core AMD EPYC) the max was 0.42, 0.48, 0.56, 1.05, 1.57 and 2.28 px (faces from
+# the 3,000-iteration prior: 0.33-1.03). tests/test_landmarks_torch.py bounds its own faces at
+# 0.006 / 0.12 / 0.6.
+LANDMARK_MEAN_TOL, LANDMARK_P99_TOL, LANDMARK_MAX_TOL = 0.015, 0.3, 2.5
 PAPER = {"images": 500, "masks": 4, "candidates": 64, "iters": 1000}
 
 
