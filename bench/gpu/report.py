@@ -16,7 +16,8 @@ FF_PSNR_TOL, FF_SSIM_TOL = 1e-3, 1e-4  # feed-forward nets: float tolerance
 # px, torch cascade vs C++ per coordinate on the battery's faces (drawn from the DCGAN prior), near
 # the error measured on CPU: mean 0.0028-0.0092, 99th percentile 0.062-0.22 px. The max is a tail
 # statistic of the faces drawn: where a feature sits on a threshold a tree leaf differs, and on an
-# early cascade level that moves every point of that face; over six draws of 256 faces from the
+# early cascade level that moves many points of that face (one face of 256 had 52-58 of its 136
+# coordinates over 0.6 px in each of the two high draws below); over six draws of 256 faces from the
 # shipped prior (2-core AMD EPYC) the max was 0.42, 0.48, 0.56, 1.05, 1.57 and 2.28 px (faces from
 # the 3,000-iteration prior: 0.33-1.03). tests/test_landmarks_torch.py bounds its own faces at
 # 0.006 / 0.12 / 0.6.
